@@ -1,0 +1,248 @@
+"""Train a fully connected net on MNIST-like data, normally or with RMT-SVD pruning.
+
+    python -m experiments.train experiment=fig1 panel=fig1b arm=rmt profile=quick
+    python -m experiments.train -m experiment=fig1 profile=quick hydra/launcher=joblib
+
+One file, top to bottom: settings -> data -> model (+ resume) -> epochs of
+(train, prune, evaluate, record, checkpoint) -> summary.  Re-running an interrupted run
+resumes from its last checkpoint and ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from experiments.data import DataUnavailableError, batches, load_tensors, subset
+from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
+from rmt.models import build_model, linear_topology, output_layer_name
+from rmt.prune import apply_splits, count_parameters, mp_prune_step
+from rmt.spectra import fit_layers, spectral_layers
+
+ARMS = ("normal", "rmt")
+# Config parts that do not change results: excluded from the resume fingerprint.
+NON_RESULT_KEYS = ("logger", "paths", "progress", "threads", "run_dir")
+
+
+class RunConfigError(ValueError):
+    """The run directory holds a run made with different settings."""
+
+
+def effective_settings(cfg: DictConfig) -> dict:
+    """The numbers the profile produces from the experiment's paper settings."""
+    p = cfg.profile
+    epochs = max(int(p.min_epochs), round(cfg.train.epochs * p.epoch_scale))
+    hidden = [max(int(p.min_width), round(h * p.width_scale)) for h in cfg.model.hidden]
+    return {
+        "epochs": epochs,
+        "sizes": [int(cfg.data.input_dim), *hidden, int(cfg.data.num_classes)],
+        "keep_horizon": cfg.pruning.keep_horizon * epochs / cfg.train.epochs,
+        "train_subset": p.train_subset,
+        "test_subset": p.test_subset,
+    }
+
+
+def fingerprint(config: dict) -> str:
+    kept = {k: v for k, v in config.items() if k not in NON_RESULT_KEYS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def keep_fraction(epochs_done: int, horizon: float) -> float:
+    """P1 schedule: fraction of the MP bulk kept after `epochs_done` epochs."""
+    return max(0.0, 1.0 - epochs_done / horizon)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.SGD:
+    # L2 as weight decay: d/dw (l2 * w^2) = 2 * l2 * w.  L1 is added to the gradients in train_epoch.
+    return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=2 * cfg.train.l2)
+
+
+def train_epoch(model, opt, x, y, cfg: DictConfig, shuffle_seed: int, bar) -> tuple[float, float]:
+    """One pass over the training data; returns (mean CE loss, accuracy) accumulated on the fly."""
+    model.train()
+    params = [p for p in model.parameters()]
+    loss_sum = torch.zeros(())
+    correct = torch.zeros((), dtype=torch.long)
+    for xb, yb in batches(x, y, cfg.train.batch_size, shuffle_seed=shuffle_seed):
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.l1:
+            torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params), alpha=cfg.train.l1)
+        opt.step()
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.detach().argmax(1) == yb).sum()
+        bar.update(1)
+    return loss_sum.item() / len(x), correct.item() / len(x)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size: int) -> tuple[float, float]:
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for xb, yb in batches(x, y, batch_size):
+        logits = model(xb)
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return loss_sum / len(x), correct / len(x)
+
+
+def layer_stats(model, cfg: DictConfig) -> list[dict]:
+    """Per-layer MP statistics of an unpruned model (batched SVD), in the pruning report's columns."""
+    layers = spectral_layers(model)
+    fits = fit_layers(layers, alpha=cfg.pruning.alpha, beta=cfg.pruning.beta, compat=cfg.pruning.compat)
+    rows = []
+    for name, mod in layers:
+        fit = fits[name]
+        out, fan_in = mod.weight.shape[0], mod.weight[0].numel()
+        rows.append({"layer": name, "out": out, "fan_in": fan_in, "accepted": None, "rank": fit.m, "split": False,
+                     **{k: v for k, v in fit.as_dict().items() if k not in ("n", "m", "c")}})
+    return rows
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """Atomic write; the previous checkpoint is kept as a fallback."""
+    path, prev, tmp = run_dir / "checkpoint.pt", run_dir / "checkpoint.prev.pt", run_dir / "checkpoint.pt.tmp"
+    torch.save(state, tmp)
+    if path.exists():
+        os.replace(path, prev)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    """Newest readable checkpoint (falls back to the previous one if the newest is corrupt)."""
+    errors = []
+    for path in (run_dir / "checkpoint.pt", run_dir / "checkpoint.prev.pt"):
+        if not path.exists():
+            continue
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or corrupt file
+            errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
+            print(f"warning: checkpoint {path} is unreadable ({type(exc).__name__}); trying an older one", file=sys.stderr)
+    if errors:
+        raise RuntimeError(f"no readable checkpoint in {run_dir} ({'; '.join(errors)}). "
+                           f"Delete the checkpoint files to restart this run from scratch.")
+    return None
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train one run as configured; returns its summary."""
+    if cfg.arm not in ARMS:
+        raise ValueError(f"arm must be one of {ARMS}, got {cfg.arm!r}")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    settings = effective_settings(cfg)
+    config = {**OmegaConf.to_container(cfg, resolve=True), "effective": settings}
+    digest = fingerprint(config)
+    run_dir = Path(cfg.run_dir)
+    record = RunRecord(run_dir)
+
+    # Data: in-memory tensors, a fixed subset when the profile asks for one.
+    x_train, y_train = subset(*load_tensors(cfg.data.name, cfg.paths.data_dir, train=True), settings["train_subset"], cfg.data.subset_seed)
+    x_test, y_test = subset(*load_tensors(cfg.data.name, cfg.paths.data_dir, train=False), settings["test_subset"], cfg.data.subset_seed)
+
+    # Model: the seed alone fixes the initial weights, so both arms of a seed start identical.
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model.kind, sizes=settings["sizes"], init=cfg.model.init, activation=cfg.model.activation)
+    min_rank = {output_layer_name(model): int(cfg.data.num_classes)}  # P1: output layer never below #classes
+    params_start = count_parameters(model)
+    splits: list[list] = []
+    opt = make_optimizer(model, cfg)
+    start_epoch = 0
+
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is not None:
+        if ckpt["fingerprint"] != digest:
+            raise RunConfigError(f"{run_dir} holds a run made with different settings (fingerprint {ckpt['fingerprint']} != {digest}). "
+                                 f"Use another name/seed, or delete that folder to start over.")
+        splits = ckpt["splits"]
+        apply_splits(model, [tuple(s) for s in splits])
+        model.load_state_dict(ckpt["model"])
+        opt = make_optimizer(model, cfg)
+        opt.load_state_dict(ckpt["optimizer"])
+        start_epoch = ckpt["epoch"]
+        record.truncate(start_epoch)
+        print(f"resuming {run_dir} after epoch {start_epoch}", file=sys.stderr)
+    else:
+        record.truncate(0)
+    record.write_config(config)
+    record.write_env()
+    mode = resolve_wandb_mode(cfg.logger.mode)
+    mirror = WandbMirror(run_dir, mode, cfg.logger.project, cfg.logger.entity, cfg.logger.group, f"{cfg.name}/{cfg.run_name}",
+                         config, list(cfg.logger.tags) or None)
+
+    epochs = settings["epochs"]
+    steps = math.ceil(len(x_train) / cfg.train.batch_size)
+    bar = tqdm(total=(epochs - start_epoch) * steps, desc=f"{cfg.name}/{cfg.run_name}", disable=not cfg.progress,
+               unit="batch", dynamic_ncols=True, mininterval=1.0)
+    elapsed = ckpt["elapsed_s"] if ckpt is not None else 0.0
+    for epoch in range(start_epoch + 1, epochs + 1):
+        t0 = time.perf_counter()
+        lr = cfg.optim.lr * cfg.optim.lr_decay ** (epoch - 1)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        train_loss, train_acc = train_epoch(model, opt, x_train, y_train, cfg, shuffle_seed=cfg.seed * 100_003 + epoch, bar=bar)
+
+        if cfg.arm == "rmt" and epoch % cfg.pruning.every == 0:
+            f = keep_fraction(epoch, settings["keep_horizon"])
+            reports, new_splits = mp_prune_step(model, f, alpha=cfg.pruning.alpha, beta=cfg.pruning.beta,
+                                                gof_threshold=cfg.pruning.gof_threshold, compat=cfg.pruning.compat,
+                                                min_rank=min_rank, split=cfg.pruning.split)
+            splits += [list(s) for s in new_splits]
+            layers = [r.as_dict() for r in reports]
+            if cfg.optim.reset_after_prune or new_splits:  # new parameters need a new optimizer
+                opt = make_optimizer(model, cfg)
+        else:
+            f = 1.0
+            layers = layer_stats(model, cfg) if cfg.log_spectra else []
+
+        test_loss, test_acc = evaluate(model, x_test, y_test, cfg.train.eval_batch_size)
+        elapsed += time.perf_counter() - t0
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+               "test_loss": test_loss, "test_acc": test_acc, "params": count_parameters(model), "keep_fraction": f,
+               "n_splits": len(splits), "topology": json.dumps(linear_topology(model)), "time_s": round(elapsed, 3)}
+        record.log_epoch(row, layers)
+        mirror.log({**{k: v for k, v in row.items() if k != "topology"},
+                    **{f"layers/{l['layer']}/{k}": l[k] for l in layers for k in ("rank", "sigma_plus", "bulk_fraction", "gof")}},
+                   step=epoch)
+        save_checkpoint(run_dir, {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                  "splits": splits, "fingerprint": digest, "elapsed_s": elapsed})
+        bar.set_postfix(test_acc=f"{test_acc:.4f}", params=row["params"])
+    bar.close()
+
+    rows = record.read_rows()
+    last = rows[-1]
+    summary = {"name": cfg.name, "run_name": cfg.run_name, "arm": cfg.arm, "seed": cfg.seed, "epochs": epochs,
+               "final_test_acc": last["test_acc"], "best_test_acc": max(r["test_acc"] for r in rows),
+               "final_train_acc": last["train_acc"], "params_start": params_start, "params_final": last["params"],
+               "topology_start": settings["sizes"], "topology_final": json.loads(last["topology"]),
+               "splits": splits, "wall_time_s": last["time_s"], "fingerprint": digest}
+    record.write_summary(summary)
+    mirror.finish(summary)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    try:
+        summary = run(cfg)
+    except (DataUnavailableError, RunConfigError) as exc:
+        sys.exit(f"error: {exc}")
+    return summary["final_test_acc"]
+
+
+if __name__ == "__main__":
+    main()
