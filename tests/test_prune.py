@@ -1,0 +1,120 @@
+"""SVD pruning and splitting: function preserved, splits only when they save parameters, architecture rebuilt."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from rmt.models import build_model, linear_topology, output_layer_name
+from rmt.mp import fit_mp
+from rmt.prune import apply_splits, count_parameters, kept_rank, mp_prune_step, split_layer, split_pays_off
+from rmt.spectra import fit_layers, layer_matrix, spectral_layers
+
+
+def truncated(weight: torch.Tensor, rank: int) -> torch.Tensor:
+    u, s, vh = torch.linalg.svd(weight.reshape(weight.shape[0], -1), full_matrices=False)
+    return ((u[:, :rank] * s[:rank]) @ vh[:rank]).reshape(weight.shape)
+
+
+def test_split_linear_computes_truncated_layer():
+    torch.manual_seed(0)
+    layer = nn.Linear(60, 40)
+    u, s, vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
+    pair = split_layer(layer, u, s, vh, rank=7)
+    x = torch.randn(16, 60)
+    expected = x @ truncated(layer.weight.detach(), 7).T + layer.bias
+    torch.testing.assert_close(pair(x), expected, atol=1e-5, rtol=1e-5)
+    assert pair[0].bias is None and pair[1].bias is not None
+    assert (pair[0].out_features, pair[1].in_features) == (7, 7)
+
+
+def test_split_conv_computes_truncated_conv():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 12, 3, padding=1, stride=2)
+    u, s, vh = torch.linalg.svd(layer_matrix(conv).detach(), full_matrices=False)
+    pair = split_layer(conv, u, s, vh, rank=4)
+    x = torch.randn(2, 8, 9, 9)
+    expected = nn.functional.conv2d(x, truncated(conv.weight.detach(), 4), conv.bias, stride=2, padding=1)
+    torch.testing.assert_close(pair(x), expected, atol=1e-5, rtol=1e-5)
+    assert pair[0].kernel_size == (3, 3) and pair[1].kernel_size == (1, 1)
+
+
+def test_split_pays_off_rule():
+    layer = nn.Linear(100, 50)  # 5000 weights; rank r costs 150 r
+    assert split_pays_off(layer, 33) and not split_pays_off(layer, 34)
+
+
+def test_kept_rank_formula():
+    fit = fit_mp(torch.randn(100, 200))
+    assert kept_rank(fit, 0.5) == fit.n_spikes + math.floor(0.5 * (100 - fit.n_spikes))
+    assert kept_rank(fit, 0.0, min_rank=10) == max(10, fit.n_spikes)
+    assert kept_rank(fit, 1.0) == 100
+
+
+def _model(sizes=(784, 120, 120, 10)):
+    torch.manual_seed(0)
+    return build_model("fc", sizes=list(sizes))
+
+
+def test_prune_step_splits_only_when_it_saves_parameters():
+    model = _model()
+    before = count_parameters(model)
+    reports, splits = mp_prune_step(model, keep_fraction=0.8, min_rank={output_layer_name(model): 10})
+    # keep 80 %: rank ~96 of 120 -> a split of 120x120 would cost 240*96 > 14400: truncate in place
+    by_name = {r.name: r for r in reports}
+    assert not by_name["3"].split and by_name["3"].rank < 120
+    assert torch.linalg.matrix_rank(model[3].weight).item() == by_name["3"].rank
+    # 120x784 at rank ~96: 96*904 < 94080 -> split
+    assert by_name["1"].split and ("1", by_name["1"].rank) in splits
+    assert count_parameters(model) < before
+    assert linear_topology(model) == [784, by_name["1"].rank, 120, 120, 10]
+
+
+def test_prune_step_keeps_output_rank_and_function_of_truncation():
+    model = _model()
+    x = torch.randn(8, 784)
+    reference = _model()
+    reports, _ = mp_prune_step(model, keep_fraction=0.0, min_rank={"5": 10})
+    out_report = next(r for r in reports if r.name == "5")
+    assert out_report.rank == 10  # M = 10 already: nothing below the number of classes
+    hidden = next(r for r in reports if r.name == "3")
+    assert hidden.rank == max(1, hidden.fit.n_spikes)
+    # the pruned net equals the dense net with every weight replaced by its truncation
+    with torch.no_grad():
+        for r in reports:
+            layer = reference.get_submodule(r.name)
+            layer.weight.copy_(truncated(layer.weight, r.rank))
+    torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)
+
+
+def test_gof_threshold_zero_never_prunes():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reports, splits = mp_prune_step(model, keep_fraction=0.0, gof_threshold=0.0)
+    assert not splits and not any(r.accepted for r in reports)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_apply_splits_rebuilds_architecture_for_state_dict():
+    model = _model()
+    all_splits = []
+    for f in (0.5, 0.3):  # two steps: the second re-splits factors of the first
+        _, splits = mp_prune_step(model, keep_fraction=f, min_rank={"5": 10})
+        all_splits += splits
+    rebuilt = apply_splits(_model(), all_splits)
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(4, 784)
+    torch.testing.assert_close(rebuilt(x), model(x))
+
+
+def test_fit_layers_batches_same_shapes_and_unfolds_conv():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 32))
+    fits = fit_layers(spectral_layers(model))
+    assert set(fits) == {"0", "1", "2", "3"}
+    assert (fits["0"].n, fits["0"].m) == (27, 16)
+    for name in fits:
+        single = fit_mp(layer_matrix(model.get_submodule(name)).detach())
+        assert fits[name].sigma2 == pytest.approx(single.sigma2, rel=1e-5)
