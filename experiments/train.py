@@ -130,7 +130,8 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated or corrupt file
-            errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
+            first_line = (str(exc).splitlines() or [""])[0][:100]
+            errors.append(f"{path.name}: {type(exc).__name__}: {first_line}")
             print(f"warning: checkpoint {path} is unreadable ({type(exc).__name__}); trying an older one", file=sys.stderr)
     if errors:
         raise RuntimeError(f"no readable checkpoint in {run_dir} ({'; '.join(errors)}). "

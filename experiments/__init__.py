@@ -1,0 +1,1 @@
+"""Hydra entry points that compose the rmt library into paper experiments."""

@@ -1,0 +1,57 @@
+"""Hydra composition: groups, experiments, profiles, sweeps, and errors on bad keys."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from experiments.train import effective_settings
+from tests.conftest import CONF_DIR
+
+FIG1 = {"fig1a": [3000, 3000, 2000, 500], "fig1b": [1000, 1000, 1000, 500], "fig1c": [2000, 2000, 1000, 500],
+        "fig1d": [1500, 3000, 1500, 500], "fig1e": [1000, 1000, 1000, 500]}
+
+
+def cfg(*overrides, hydra=False):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def test_defaults_are_p1_training_facts():
+    c = cfg()
+    assert (c.optim.lr, c.optim.momentum, c.optim.lr_decay, c.train.batch_size) == (0.02, 0.9, 0.96, 128)
+    assert (c.train.l1, c.train.l2, c.pruning.alpha, c.pruning.beta, c.pruning.keep_horizon) == (5e-6, 5e-6, 0.25, 0.1, 300)
+    assert c.model.init == "normal_fan_in" and c.pruning.compat is False
+
+
+@pytest.mark.parametrize("panel,hidden", FIG1.items())
+def test_fig1_panels_have_paper_topologies(panel, hidden):
+    c = cfg("experiment=fig1", f"panel={panel}", "profile=paper")
+    assert list(c.model.hidden) == hidden and c.pruning.gof_threshold == 1.0
+    assert effective_settings(c)["sizes"] == [784, *hidden, 10]
+    assert c.run_name.startswith(panel)
+
+
+def test_fig1_sweep_is_panel_by_arm():
+    c = cfg("experiment=fig1", hydra=True)
+    params = OmegaConf.to_container(c.hydra.sweeper.params)
+    assert params == {"panel": "fig1a,fig1b,fig1c,fig1d,fig1e", "arm": "normal,rmt"}
+
+
+def test_profiles_scale_and_are_recorded():
+    paper, quick = effective_settings(cfg("profile=paper")), effective_settings(cfg("profile=quick"))
+    assert paper["epochs"] == 100 and paper["keep_horizon"] == 300 and paper["train_subset"] is None
+    assert quick["epochs"] == 20 and quick["keep_horizon"] == pytest.approx(60)
+    assert quick["sizes"] == [784, 250, 250, 250, 125, 10] and quick["train_subset"] == 10000
+
+
+def test_run_dir_is_deterministic_for_resume():
+    c = cfg("experiment=fig1", "panel=fig1c", "arm=rmt", "profile=quick", "paths.runs_dir=/x")
+    assert c.run_dir == "/x/fig1/quick/fig1c-rmt-s0"
+
+
+def test_unknown_key_and_group_fail_clearly():
+    with pytest.raises(ConfigCompositionException, match="optim.lrr"):
+        cfg("optim.lrr=0.1")
+    with pytest.raises(ConfigCompositionException, match="profile"):
+        cfg("profile=nonexistent")
