@@ -40,8 +40,8 @@ reproduce-fig1: data
 
 # Every figure from the committed run records in results/ (no training).
 figures: install
-	$(PY) -m analysis fig1 --runs results/fig1 --profile quick --out figures/quick
-	$(PY) -m analysis fig1 --runs results/fig1 --profile quick --metric train_acc --out figures/quick
+	$(PY) -m analysis fig1 --runs results/fig1 --profile quick --out docs/figures/quick
+	$(PY) -m analysis fig1 --runs results/fig1 --profile quick --metric train_acc --out docs/figures/quick
 
 # Copy the small record files of your fig1 runs into results/ (to commit them).
 export-fig1: install

@@ -18,6 +18,7 @@ import json
 import netrc
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -96,7 +97,7 @@ class WandbMirror:
         try:
             import wandb
 
-            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
             id_file.write_text(run_id)
             self.run = wandb.init(project=project, entity=entity, group=group, name=name, config=config, tags=tags,
                                   dir=str(run_dir), mode=mode, id=run_id, resume="allow", reinit="finish_previous")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from experiments.data import DataUnavailableError, batches, load_tensors, subset
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
 from rmt.models import build_model, linear_topology, output_layer_name
-from rmt.prune import apply_splits, count_parameters, mp_prune_step
+from rmt.prune import LayerPrune, apply_splits, count_parameters, mp_prune_step
 from rmt.spectra import fit_layers, spectral_layers
 
 ARMS = ("normal", "rmt")
@@ -103,13 +103,8 @@ def layer_stats(model, cfg: DictConfig) -> list[dict]:
     """Per-layer MP statistics of an unpruned model (batched SVD), in the pruning report's columns."""
     layers = spectral_layers(model)
     fits = fit_layers(layers, alpha=cfg.pruning.alpha, beta=cfg.pruning.beta, compat=cfg.pruning.compat)
-    rows = []
-    for name, mod in layers:
-        fit = fits[name]
-        out, fan_in = mod.weight.shape[0], mod.weight[0].numel()
-        rows.append({"layer": name, "out": out, "fan_in": fan_in, "accepted": None, "rank": fit.m, "split": False,
-                     **{k: v for k, v in fit.as_dict().items() if k not in ("n", "m", "c")}})
-    return rows
+    return [LayerPrune(name, mod.weight.shape[0], mod.weight[0].numel(), fits[name], accepted=None, rank=fits[name].m,
+                       split=False).as_dict() for name, mod in layers]
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
@@ -201,7 +196,8 @@ def run(cfg: DictConfig) -> dict:
             f = keep_fraction(epoch, settings["keep_horizon"])
             reports, new_splits = mp_prune_step(model, f, alpha=cfg.pruning.alpha, beta=cfg.pruning.beta,
                                                 gof_threshold=cfg.pruning.gof_threshold, compat=cfg.pruning.compat,
-                                                min_rank=min_rank, split=cfg.pruning.split)
+                                                min_rank=min_rank, split=cfg.pruning.split,
+                                                resplit=cfg.pruning.resplit)
             splits += [list(s) for s in new_splits]
             layers = [r.as_dict() for r in reports]
             if cfg.optim.reset_after_prune or new_splits:  # new parameters need a new optimizer

@@ -8,7 +8,7 @@ For each Linear / Conv2d (unfolded to `out x fan_in`), with `W = U diag(s) V^T`:
    `sqrt(S) V^T`, no bias) and `second` (rank -> out, `U sqrt(S)`, keeps the bias); a Conv2d
    becomes a k x k conv to `rank` channels followed by a 1 x 1 conv;  otherwise overwrite `W`
    with its rank-`rank` truncation.
-A split replaces module `name` by `nn.Sequential(first, second)` (children `name.0`, `name.1`),
+A split replaces module `name` by a `FactorPair(first, second)` (children `name.0`, `name.1`),
 so a list of `(name, rank)` splits rebuilds the architecture (`apply_splits`).
 """
 
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rmt.mp import MPFit, fit_spectra
-from rmt.spectra import layer_matrix, spectral_layers
+from rmt.spectra import SPECTRAL_LAYERS, layer_matrix
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -31,22 +31,43 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _factor_layers(module: nn.Module, rank: int) -> tuple[nn.Module, nn.Module]:
-    """Empty `first` (fan_in -> rank, no bias) and `second` (rank -> out) layers replacing `module`."""
-    kw = {"device": module.weight.device, "dtype": module.weight.dtype}
-    has_bias = module.bias is not None
-    if isinstance(module, nn.Linear):
-        return nn.Linear(module.in_features, rank, bias=False, **kw), nn.Linear(rank, module.out_features, bias=has_bias, **kw)
-    if isinstance(module, nn.Conv2d):
-        first = nn.Conv2d(module.in_channels, rank, module.kernel_size, stride=module.stride, padding=module.padding,
-                          dilation=module.dilation, bias=False, padding_mode=module.padding_mode, **kw)
-        return first, nn.Conv2d(rank, module.out_channels, 1, bias=has_bias, **kw)
+class FactorPair(nn.Sequential):
+    """`first` (fan_in -> rank, no bias) then `second` (rank -> out, bias): a split layer.
+
+    Its matrix is `second @ first` (`out x fan_in`, conv kernels unfolded), so a pair can be
+    fitted and re-split as the one layer it replaces (`resplit="product"`).
+    """
+
+    @property
+    def rank(self) -> int:
+        return self[0].weight.shape[0]
+
+
+def _factor_layers(module: nn.Module, rank: int) -> FactorPair:
+    """Empty factor pair of rank `rank` with the input side and output side of `module` (a layer or a pair)."""
+    first_like, last_like = (module[0], module[1]) if isinstance(module, FactorPair) else (module, module)
+    kw = {"device": first_like.weight.device, "dtype": first_like.weight.dtype}
+    has_bias = last_like.bias is not None
+    if isinstance(first_like, nn.Linear):
+        return FactorPair(nn.Linear(first_like.in_features, rank, bias=False, **kw),
+                          nn.Linear(rank, last_like.out_features, bias=has_bias, **kw))
+    if isinstance(first_like, nn.Conv2d):
+        first = nn.Conv2d(first_like.in_channels, rank, first_like.kernel_size, stride=first_like.stride, padding=first_like.padding,
+                          dilation=first_like.dilation, bias=False, padding_mode=first_like.padding_mode, **kw)
+        return FactorPair(first, nn.Conv2d(rank, last_like.out_channels, 1, bias=has_bias, **kw))
     raise TypeError(f"cannot split {type(module).__name__}")
+
+
+def unit_matrix(module: nn.Module) -> torch.Tensor:
+    """The `out x fan_in` matrix of a layer, or the product `second @ first` of a factor pair."""
+    if isinstance(module, FactorPair):
+        return layer_matrix(module[1]) @ layer_matrix(module[0])
+    return layer_matrix(module)
 
 
 def split_pays_off(module: nn.Module, rank: int) -> bool:
     """True when two factor layers of this rank hold fewer weights than the dense layer."""
-    out, fan_in = layer_matrix(module).shape
+    out, fan_in = unit_matrix(module).shape
     return rank * (fan_in + out) < fan_in * out
 
 
@@ -58,23 +79,41 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 @torch.no_grad()
-def split_layer(module: nn.Module, u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int) -> nn.Sequential:
-    """Two factor layers computing the rank-`rank` truncation of `module` (SVD `u, s, vh` of its matrix)."""
-    first, second = _factor_layers(module, rank)
+def split_layer(module: nn.Module, u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int) -> FactorPair:
+    """Factor pair computing the rank-`rank` truncation of `module` (SVD `u, s, vh` of its `unit_matrix`)."""
+    pair = _factor_layers(module, rank)
     root = s[:rank].sqrt()
-    first.weight.copy_((root[:, None] * vh[:rank]).reshape(first.weight.shape))
-    second.weight.copy_((u[:, :rank] * root[None, :]).reshape(second.weight.shape))
-    if module.bias is not None:
-        second.bias.copy_(module.bias)
-    return nn.Sequential(first, second)
+    pair[0].weight.copy_((root[:, None] * vh[:rank]).reshape(pair[0].weight.shape))
+    pair[1].weight.copy_((u[:, :rank] * root[None, :]).reshape(pair[1].weight.shape))
+    bias = (module[1] if isinstance(module, FactorPair) else module).bias
+    if bias is not None:
+        pair[1].bias.copy_(bias)
+    return pair
 
 
 def apply_splits(model: nn.Module, splits: list[tuple[str, int]]) -> nn.Module:
-    """Rebuild a split architecture: replace each named layer by (uninitialised) factors, in order."""
+    """Rebuild a split architecture: replace each named layer (or pair) by empty factors, in order."""
     for name, rank in splits:
-        module = model.get_submodule(name)
-        replace_module(model, name, nn.Sequential(*_factor_layers(module, int(rank))))
+        replace_module(model, name, _factor_layers(model.get_submodule(name), int(rank)))
     return model
+
+
+def pruning_units(model: nn.Module, resplit: str = "factors") -> list[tuple[str, nn.Module]]:
+    """What a pruning step fits: every Linear / Conv2d (groups = 1), except that with
+    `resplit="product"` a factor pair is one unit instead of two layers."""
+    if resplit not in ("factors", "product"):
+        raise ValueError(f"resplit must be 'factors' or 'product', got {resplit!r}")
+    units: list[tuple[str, nn.Module]] = []
+    pairs: list[str] = []
+    for name, mod in model.named_modules():
+        if any(name.startswith(p + ".") for p in pairs):
+            continue
+        if resplit == "product" and isinstance(mod, FactorPair):
+            units.append((name, mod))
+            pairs.append(name)
+        elif isinstance(mod, SPECTRAL_LAYERS) and (not isinstance(mod, nn.Conv2d) or mod.groups == 1):
+            units.append((name, mod))
+    return units
 
 
 @dataclass
@@ -85,7 +124,7 @@ class LayerPrune:
     out: int
     fan_in: int
     fit: MPFit
-    accepted: bool
+    accepted: bool | None  # None: no pruning was attempted (statistics only)
     rank: int
     split: bool
 
@@ -114,34 +153,39 @@ def mp_prune_step(
     compat: bool = False,
     min_rank: Mapping[str, int] | None = None,
     split: bool = True,
+    resplit: str = "factors",
 ) -> tuple[list[LayerPrune], list[tuple[str, int]]]:
-    """One RMT-SVD pruning pass over every Linear / Conv2d (groups = 1) of `model`, in place.
+    """One RMT-SVD pruning pass over `model`, in place.
 
     `min_rank` maps a module-name prefix to the smallest rank its layers may be cut to (e.g. the
-    output layer -> number of classes).  Returns the per-layer report and the splits made.
-    Same-shape layers share one batched SVD and one vectorised fit.
+    output layer -> number of classes).  `resplit` says how layers split earlier are treated:
+    `"factors"` (the authors' code) fits each factor as a layer of its own, so factors get split
+    again; `"product"` fits the pair's product `second @ first` and re-splits it at a lower rank.
+    Returns the per-unit report and the splits made.  Same-shape units share one batched SVD
+    and one vectorised fit.
     """
     if not 0.0 <= keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
     min_rank = min_rank or {}
-    layers = [(n, m) for n, m in spectral_layers(model) if not isinstance(m, nn.Conv2d) or m.groups == 1]
+    units = pruning_units(model, resplit)
     by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, (_, mod) in enumerate(layers):
-        by_shape[tuple(layer_matrix(mod).shape)].append(i)
-    reports: list[LayerPrune | None] = [None] * len(layers)
+    mats = [unit_matrix(mod).float() for _, mod in units]
+    for i, mat in enumerate(mats):
+        by_shape[tuple(mat.shape)].append(i)
+    reports: list[LayerPrune | None] = [None] * len(units)
     splits: list[tuple[str, int]] = []
     for shape, idx in by_shape.items():
-        mats = torch.stack([layer_matrix(layers[i][1]).float() for i in idx])
-        u, s, vh = torch.linalg.svd(mats, full_matrices=False)
+        u, s, vh = torch.linalg.svd(torch.stack([mats[i] for i in idx]), full_matrices=False)
         fits = fit_spectra(s, max(shape), alpha=alpha, beta=beta, compat=compat)
         for j, i in enumerate(idx):
-            name, mod = layers[i]
+            name, mod = units[i]
             fit = fits[j]
             accepted = fit.gof < gof_threshold
-            rank = kept_rank(fit, keep_fraction, _min_rank_for(name, min_rank)) if accepted else fit.m
+            current = mod.rank if isinstance(mod, FactorPair) else fit.m
+            rank = min(current, kept_rank(fit, keep_fraction, _min_rank_for(name, min_rank))) if accepted else current
             did_split = False
-            if accepted and rank < fit.m:
-                if split and split_pays_off(mod, rank):
+            if rank < current:
+                if isinstance(mod, FactorPair) or (split and split_pays_off(mod, rank)):
                     replace_module(model, name, split_layer(mod, u[j], s[j], vh[j], rank))
                     splits.append((name, rank))
                     did_split = True

@@ -8,7 +8,7 @@ from torch import nn
 
 from rmt.models import build_model, linear_topology, output_layer_name
 from rmt.mp import fit_mp
-from rmt.prune import apply_splits, count_parameters, kept_rank, mp_prune_step, split_layer, split_pays_off
+from rmt.prune import FactorPair, apply_splits, count_parameters, kept_rank, mp_prune_step, split_layer, split_pays_off
 from rmt.spectra import fit_layers, layer_matrix, spectral_layers
 
 
@@ -118,3 +118,25 @@ def test_fit_layers_batches_same_shapes_and_unfolds_conv():
     for name in fits:
         single = fit_mp(layer_matrix(model.get_submodule(name)).detach())
         assert fits[name].sigma2 == pytest.approx(single.sigma2, rel=1e-5)
+
+
+def test_resplit_product_refits_the_pair_as_one_layer():
+    model = _model()
+    mp_prune_step(model, keep_fraction=0.5, min_rank={"5": 10}, resplit="product")
+    pair = model[1]
+    assert isinstance(pair, FactorPair) and pair.rank < 120
+    dense = (pair[1].weight @ pair[0].weight).detach().clone()
+    reports, splits = mp_prune_step(model, keep_fraction=0.2, min_rank={"5": 10}, resplit="product")
+    assert [name for name, _ in splits if name.startswith("1")] == ["1"]  # the pair is replaced, not nested
+    new_pair = model[1]
+    assert isinstance(new_pair[0], nn.Linear) and new_pair.rank == next(r.rank for r in reports if r.name == "1")
+    torch.testing.assert_close(new_pair[1].weight @ new_pair[0].weight, truncated(dense, new_pair.rank), atol=1e-4, rtol=1e-4)
+    rebuilt = apply_splits(_model(), [("1", pair.rank)] + splits)
+    rebuilt.load_state_dict(model.state_dict())
+
+
+def test_resplit_factors_splits_factors_again():
+    model = _model()
+    mp_prune_step(model, keep_fraction=0.5, min_rank={"5": 10})
+    _, splits = mp_prune_step(model, keep_fraction=0.2, min_rank={"5": 10})
+    assert any(name.startswith("1.") for name, _ in splits)

@@ -92,7 +92,11 @@ def test_corrupt_checkpoint_falls_back_then_fails_clearly(compose_cfg):
 
 
 def test_changed_settings_in_same_run_dir_are_refused(compose_cfg):
-    train.run(compose_cfg(*SMOKE))
+    cfg = compose_cfg(*SMOKE)
+    train.run(cfg)
+    layers = pd.read_csv(Path(cfg.run_dir) / "layers.csv")  # normal arm: statistics only, full rank
+    assert layers["accepted"].isna().all() and not layers["split"].any()
+    assert (layers["rank"] == layers[["out", "fan_in"]].min(axis=1)).all()
     with pytest.raises(train.RunConfigError, match="different settings"):
         train.run(compose_cfg(*SMOKE, "optim.lr=0.5"))
 
@@ -107,7 +111,6 @@ class FlakyWandb(types.ModuleType):
 
     def __init__(self):
         super().__init__("wandb")
-        self.util = types.SimpleNamespace(generate_id=lambda: "abc123")
 
     def init(self, **kwargs):
         def log(*a, **k):
