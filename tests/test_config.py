@@ -55,3 +55,12 @@ def test_unknown_key_and_group_fail_clearly():
         cfg("optim.lrr=0.1")
     with pytest.raises(ConfigCompositionException, match="profile"):
         cfg("profile=nonexistent")
+
+
+@pytest.mark.parametrize("launcher,target", [("joblib", "JoblibLauncher"), ("submitit_local", "LocalLauncher"),
+                                             ("slurm", "SlurmLauncher")])
+def test_launchers_compose(launcher, target):
+    c = cfg("experiment=fig1", f"hydra/launcher={launcher}", hydra=True)
+    assert c.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":
+        assert c.hydra.launcher.gpus_per_node == 1 and c.hydra.launcher.timeout_min == 720
