@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from analysis.plotting import plt, save_figure
 
 PANELS = ["fig1a", "fig1b", "fig1c", "fig1d", "fig1e"]
 ARM_STYLE = {"normal": ("tab:blue", "normal"), "rmt": ("tab:red", "RMT-pruned")}
@@ -46,8 +44,6 @@ def plot_fig1(df: pd.DataFrame, out_dir: str | Path, metric: str = "test_acc", p
     """Draw the five panels; write `fig1[_train].png/.pdf/.csv` (the CSV holds the plotted values)."""
     values = fig1_values(df, metric, profile)
     profile = values["profile"].iloc[0]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.8), sharey=False)
     for ax, panel in zip(axes, PANELS):
         sub = values[values["panel"] == panel]
@@ -73,11 +69,4 @@ def plot_fig1(df: pd.DataFrame, out_dir: str | Path, metric: str = "test_acc", p
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"P1 Fig. 1 — MNIST, normal vs RMT-pruned ({metric}; profile: {profile})", fontsize=11)
-    fig.tight_layout()
-    stem = "fig1" if metric == "test_acc" else "fig1_train"
-    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf", out_dir / f"{stem}.csv"]
-    fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
-    plt.close(fig)
-    values.to_csv(paths[2], index=False)
-    return paths
+    return save_figure(fig, values, Path(out_dir) / ("fig1" if metric == "test_acc" else "fig1_train"))

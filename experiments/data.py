@@ -91,11 +91,20 @@ def ensure_dataset(name: str, root: str | Path) -> Path:
     return raw
 
 
-def load_tensors(name: str, root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as float32 `(n, 1, 28, 28)` scaled to [-1, 1], labels as int64."""
+SCALES = {"minus_one_one": (127.5, 1.0), "unit": (255.0, 0.0)}  # pixel / divisor - offset
+
+
+def load_tensors(name: str, root: str | Path, train: bool, scale: str = "minus_one_one") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 `(n, 1, 28, 28)`, labels as int64.
+
+    scale: `minus_one_one` maps pixels to [-1, 1] (P1 code); `unit` to [0, 1] (P2 code, no normalisation).
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; known: {sorted(SCALES)}")
     ensure_dataset(name, root)
     ds = _torchvision_class(name)(str(root), train=train, download=False)
-    x = ds.data.unsqueeze(1).float().div_(127.5).sub_(1.0)
+    divisor, offset = SCALES[scale]
+    x = ds.data.unsqueeze(1).float().div_(divisor).sub_(offset)
     return x, ds.targets.long()
 
 

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from experiments.checkpoints import build_run_model, load_checkpoint, save_checkpoint
 from experiments.data import DataUnavailableError, batches, load_tensors, subset
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
-from rmt.models import build_model, linear_topology, output_layer_name
+from rmt.models import linear_topology, output_layer_name
 from rmt.prune import LayerPrune, apply_splits, count_parameters, mp_prune_step
 from rmt.spectra import fit_layers, spectral_layers
 
@@ -107,33 +108,6 @@ def layer_stats(model, cfg: DictConfig) -> list[dict]:
                        split=False).as_dict() for name, mod in layers]
 
 
-def save_checkpoint(run_dir: Path, state: dict) -> None:
-    """Atomic write; the previous checkpoint is kept as a fallback."""
-    path, prev, tmp = run_dir / "checkpoint.pt", run_dir / "checkpoint.prev.pt", run_dir / "checkpoint.pt.tmp"
-    torch.save(state, tmp)
-    if path.exists():
-        os.replace(path, prev)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(run_dir: Path) -> dict | None:
-    """Newest readable checkpoint (falls back to the previous one if the newest is corrupt)."""
-    errors = []
-    for path in (run_dir / "checkpoint.pt", run_dir / "checkpoint.prev.pt"):
-        if not path.exists():
-            continue
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated or corrupt file
-            first_line = (str(exc).splitlines() or [""])[0][:100]
-            errors.append(f"{path.name}: {type(exc).__name__}: {first_line}")
-            print(f"warning: checkpoint {path} is unreadable ({type(exc).__name__}); trying an older one", file=sys.stderr)
-    if errors:
-        raise RuntimeError(f"no readable checkpoint in {run_dir} ({'; '.join(errors)}). "
-                           f"Delete the checkpoint files to restart this run from scratch.")
-    return None
-
-
 def run(cfg: DictConfig) -> dict:
     """Train one run as configured; returns its summary."""
     if cfg.arm not in ARMS:
@@ -147,12 +121,14 @@ def run(cfg: DictConfig) -> dict:
     record = RunRecord(run_dir)
 
     # Data: in-memory tensors, a fixed subset when the profile asks for one.
-    x_train, y_train = subset(*load_tensors(cfg.data.name, cfg.paths.data_dir, train=True), settings["train_subset"], cfg.data.subset_seed)
-    x_test, y_test = subset(*load_tensors(cfg.data.name, cfg.paths.data_dir, train=False), settings["test_subset"], cfg.data.subset_seed)
+    x_train, y_train = subset(*load_tensors(cfg.data.name, cfg.paths.data_dir, train=True, scale=cfg.data.scale),
+                              settings["train_subset"], cfg.data.subset_seed)
+    x_test, y_test = subset(*load_tensors(cfg.data.name, cfg.paths.data_dir, train=False, scale=cfg.data.scale),
+                            settings["test_subset"], cfg.data.subset_seed)
 
     # Model: the seed alone fixes the initial weights, so both arms of a seed start identical.
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model.kind, sizes=settings["sizes"], init=cfg.model.init, activation=cfg.model.activation)
+    model = build_run_model(config)
     min_rank = {output_layer_name(model): int(cfg.data.num_classes)}  # P1: output layer never below #classes
     params_start = count_parameters(model)
     splits: list[list] = []

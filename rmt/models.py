@@ -31,9 +31,9 @@ def build_model(kind: str, **kwargs) -> nn.Module:
 
 
 @register_model("fc")
-def fc_net(sizes: Sequence[int], init: str = "normal_fan_in", activation: str = "relu") -> nn.Sequential:
+def fc_net(sizes: Sequence[int], init: str = "normal_fan_in", activation: str = "relu", output_relu: bool = False) -> nn.Sequential:
     """Fully connected net `sizes[0] -> ... -> sizes[-1]`: Flatten, then Linear/activation pairs, no
-    activation after the last Linear (logits).
+    activation after the last Linear (logits) unless `output_relu` (the P2 code's bug, METHOD.md §4.4).
 
     init: `normal_fan_in` = weights N(0, 1/in), biases 0 (P1 code);  `torch_default` =
     PyTorch's U[-1/sqrt(in), 1/sqrt(in)] (P2).
@@ -56,6 +56,8 @@ def fc_net(sizes: Sequence[int], init: str = "normal_fan_in", activation: str = 
         layers.append(linear)
         if i < len(sizes) - 2:
             layers.append(acts[activation]())
+    if output_relu:
+        layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 

@@ -121,6 +121,8 @@ class MPFit:
     n_spikes: int
     bulk_fraction: float
     gof: float
+    r_norm: float  # ||R_hat||_F = sqrt(sum of bulk s_i^2): the random part's size
+    w_norm: float  # ||W||_F
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -150,13 +152,17 @@ def fit_spectra(
     sigma2 = window @ q / (q @ q)
     lam_plus = sigma2 * tw_edge_factor(c, n, beta, compat)
     sigma_plus = np.sqrt(n * lam_plus)
-    n_spikes = (s > sigma_plus[:, None]).sum(axis=1)
+    spike = s > sigma_plus[:, None]
+    n_spikes = spike.sum(axis=1)
+    r_norm = np.sqrt(np.where(spike, 0.0, s**2).sum(axis=1))
+    w_norm = np.sqrt((s**2).sum(axis=1))
     f_emp = np.arange(start + 1, stop + 1) / m
     f_mp = mp_cdf(window, sigma2[:, None], c, compat=compat)
     gof = np.abs(f_emp[None, :] - f_mp).max(axis=1)
     return [
         MPFit(n=n, m=m, c=c, sigma2=float(sigma2[i]), lambda_plus=float(lam_plus[i]), sigma_plus=float(sigma_plus[i]),
-              n_spikes=int(n_spikes[i]), bulk_fraction=float(1.0 - n_spikes[i] / m), gof=float(gof[i]))
+              n_spikes=int(n_spikes[i]), bulk_fraction=float(1.0 - n_spikes[i] / m), gof=float(gof[i]),
+              r_norm=float(r_norm[i]), w_norm=float(w_norm[i]))
         for i in range(batch)
     ]
 

@@ -123,3 +123,15 @@ def test_fit_rejects_bad_input():
         fit_mp(np.zeros((3, 4, 5)))
     with pytest.raises(ValueError, match="BEMA window"):
         fit_mp(np.ones((2, 50)))
+
+
+def test_random_part_norm_is_bulk_energy():
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(300, 600))
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    w = (u * np.where(np.arange(300) < 3, s * 5, s)) @ vt  # three planted spikes
+    fit = fit_mp(w)
+    assert fit.n_spikes == 3
+    bulk = (u[:, 3:] * s[3:]) @ vt[3:]
+    assert fit.r_norm == pytest.approx(np.linalg.norm(bulk), rel=1e-9)
+    assert fit.w_norm == pytest.approx(np.linalg.norm(w), rel=1e-9)

@@ -1,0 +1,26 @@
+"""Shared figure plumbing: a headless matplotlib and one way to write PNG + PDF + CSV of plotted values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = ["plt", "save_figure"]
+
+
+def save_figure(fig, values: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Write `<stem>.png`, `<stem>.pdf` and `<stem>.csv` (the plotted values); close the figure."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf"), stem.with_suffix(".csv")]
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    values.to_csv(paths[2], index=False)
+    return paths
