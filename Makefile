@@ -13,7 +13,11 @@ RUNS    ?= runs
 DATA    ?= data
 SWEEP   := hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) threads=$(THREADS) progress=false logger=$(LOGGER) paths.runs_dir=$(RUNS) paths.data_dir=$(DATA)
 
-.PHONY: install data test test-all reproduce-fig1 figures export-fig1 lock clean-runs
+export RMT_RUNS_DIR := $(abspath $(RUNS))
+FIG     := figures/$(PROFILE)
+
+.PHONY: install data test test-all reproduce-fig1 reproduce-p2-fig2 reproduce-p2-fig3 reproduce-p2-fig4 \
+        reproduce-p2-fig5 reproduce-all figures export-results lock clean-runs
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,16 +40,40 @@ test-all: data
 # P1 Fig. 1: sweep 5 topologies x 2 arms, then draw the figure from the logged runs.
 reproduce-fig1: data
 	$(PY) -m experiments.train -m experiment=fig1 profile=$(PROFILE) $(SWEEP)
-	$(PY) -m analysis fig1 --runs $(RUNS)/fig1/$(PROFILE) --out figures/$(PROFILE)
+	$(PY) -m analysis fig1 --runs $(RUNS)/fig1/$(PROFILE) --out $(FIG)
+	$(PY) -m analysis fig1 --runs $(RUNS)/fig1/$(PROFILE) --metric train_acc --out $(FIG)
 
-# Every figure from the committed run records in results/ (no training).
+# P2 Figs. 2-3: the synthetic spiked matrix, 5 seeds of its noise (paper settings, seconds).
+reproduce-p2-fig2 reproduce-p2-fig3: install
+	$(PY) -m experiments.synthetic -m 'seed=range(0,5)'
+	$(PY) -m analysis p2-synthetic --runs $(RUNS)/p2_synthetic --out figures/paper
+
+# P2 Fig. 4: [784,1000,10] trained 10 epochs, ESD of its first layer (paper profile: ~30 s on 2 cores).
+reproduce-p2-fig4: PROFILE = paper
+reproduce-p2-fig4: data
+	$(PY) -m experiments.train experiment=p2_fig4 profile=$(PROFILE) progress=false logger=$(LOGGER) paths.data_dir=$(DATA)
+	$(PY) -m analysis esd --run $(RUNS)/p2_fig4/$(PROFILE)/fc1000-s0 --layers 1 --name p2_fig4 --out figures/$(PROFILE)
+
+# P2 Fig. 5: accuracy vs singular values kept in that layer, MP-predicted rank marked.
+reproduce-p2-fig5: PROFILE = paper
+reproduce-p2-fig5: reproduce-p2-fig4
+	$(PY) -m experiments.rank_sweep profile_name=$(PROFILE)
+	$(PY) -m analysis p2-fig5 --run $(RUNS)/p2_fig5/$(PROFILE)/layer1 --out figures/$(PROFILE)
+
+reproduce-all: reproduce-fig1 reproduce-p2-fig2 reproduce-p2-fig5
+
+# Every figure from the committed run records in results/ (no training) into docs/figures/.
 figures: install
 	$(PY) -m analysis fig1 --runs results/fig1 --profile quick --out docs/figures/quick
 	$(PY) -m analysis fig1 --runs results/fig1 --profile quick --metric train_acc --out docs/figures/quick
+	$(PY) -m analysis fig1 --runs results/variants/resplit-product/fig1 --out docs/figures/quick-resplit-product
+	$(PY) -m analysis p2-synthetic --runs results/p2_synthetic --out docs/figures/paper
+	$(PY) -m analysis esd --run results/p2_fig4/paper/fc1000-s0 --layers 1 --name p2_fig4 --out docs/figures/paper
+	$(PY) -m analysis p2-fig5 --run results/p2_fig5/paper/layer1 --out docs/figures/paper
 
-# Copy the small record files of your fig1 runs into results/ (to commit them).
-export-fig1: install
-	$(PY) -m analysis export --runs $(RUNS)/fig1 --to results/fig1
+# Copy the small record files (no checkpoints) of every run in $(RUNS) into results/ (to commit them).
+export-results: install
+	$(PY) -m analysis export --runs $(RUNS) --to results
 
 lock: install
 	{ echo "# Exact pins used by \`make install\` (pip constraints). Regenerate with \`make lock\`."; \

@@ -1,16 +1,23 @@
-"""Figures from logged runs.
+"""Figures from logged runs (each written as PNG, PDF and the CSV of plotted values).
 
-    python -m analysis fig1 --runs runs            # local run store
-    python -m analysis fig1 --wandb me/rmt-pruning # the W&B mirror
-    python -m analysis export --runs runs/fig1 --to results/fig1-quick
+    python -m analysis fig1 --runs runs/fig1/quick           # P1 Fig. 1 (local run store)
+    python -m analysis fig1 --wandb me/rmt-pruning           # ... from the W&B mirror
+    python -m analysis p2-synthetic --runs runs/p2_synthetic # P2 Figs. 2-3
+    python -m analysis p2-fig5 --run runs/p2_fig5/paper/layer1
+    python -m analysis esd --run runs/p2_fig4/paper/fc1000-s0 [--layers 1]   # layer ESDs (P2 Fig. 4)
+    python -m analysis export --runs runs/fig1 --to results/fig1
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from analysis.esd import plot_esd_grid
 from analysis.fig1 import plot_fig1
+from analysis.p2_fig5 import plot_p2_fig5
+from analysis.p2_synthetic import plot_p2_fig2, plot_p2_fig3
 from analysis.runs import export_records, load_runs, load_wandb_runs
 
 
@@ -21,9 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     source = fig.add_mutually_exclusive_group()
     source.add_argument("--runs", default="runs", help="local runs folder (default: runs)")
     source.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
-    fig.add_argument("--out", default="figures", help="output folder (default: figures)")
     fig.add_argument("--metric", default="test_acc", choices=["test_acc", "train_acc"])
     fig.add_argument("--profile", help="which profile's runs to draw (needed when several are present)")
+    syn = sub.add_parser("p2-synthetic", help="P2 Figs. 2-3 from experiments.synthetic runs")
+    syn.add_argument("--runs", default="runs/p2_synthetic")
+    f5 = sub.add_parser("p2-fig5", help="P2 Fig. 5 from an experiments.rank_sweep run")
+    f5.add_argument("--run", default="runs/p2_fig5/paper/layer1")
+    esd = sub.add_parser("esd", help="grid of layer ESDs with fitted MP densities from a run's checkpoint")
+    esd.add_argument("--run", required=True)
+    esd.add_argument("--layers", nargs="*", help="module names (default: all Linear/Conv2d layers)")
+    esd.add_argument("--name", default="esd", help="output file stem (default: esd)")
+    for p in (fig, syn, f5, esd):
+        p.add_argument("--out", default="figures", help="output folder (default: figures)")
     exp = sub.add_parser("export", help="copy run records (no checkpoints) to another folder, e.g. results/")
     exp.add_argument("--runs", required=True)
     exp.add_argument("--to", required=True)
@@ -33,12 +49,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             print(f"exported {export_records(args.runs, args.to)} run records to {args.to}")
             return 0
-        df = load_wandb_runs(args.wandb) if args.wandb else load_runs(args.runs)
-        for path in plot_fig1(df, args.out, metric=args.metric, profile=args.profile):
-            print(f"wrote {path}")
+        out = Path(args.out)
+        if args.command == "fig1":
+            df = load_wandb_runs(args.wandb) if args.wandb else load_runs(args.runs)
+            paths = plot_fig1(df, out, metric=args.metric, profile=args.profile)
+        elif args.command == "p2-synthetic":
+            paths = plot_p2_fig2(args.runs, out) + plot_p2_fig3(args.runs, out)
+        elif args.command == "p2-fig5":
+            paths = plot_p2_fig5(args.run, out / "p2_fig5")
+        else:
+            paths = plot_esd_grid(args.run, out / args.name, layers=args.layers)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 

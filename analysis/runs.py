@@ -19,7 +19,8 @@ import yaml
 
 RUN_COLUMNS = ["run_id", "name", "panel", "arm", "seed", "profile", "topology_start", "params_start", "params_final"]
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "params", "keep_fraction", "n_splits", "time_s"]
-RECORD_FILES = ("config.yaml", "metrics.csv", "metrics.jsonl", "layers.csv", "summary.json", "env.json")
+RECORD_FILES = ("config.yaml", "metrics.csv", "metrics.jsonl", "layers.csv", "summary.json", "env.json", "spectra.csv",
+                "rank_sweep.csv", "eigenvalues.csv", "fit.json", "lambda_vs_alpha.csv", "lambda_vs_beta.csv")
 
 
 def run_meta(run_id: str, config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -48,10 +49,11 @@ def _with_meta(metrics: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
     return metrics
 
 
-def run_dirs(root: str | Path) -> list[Path]:
-    """Folders below `root` (itself included) that hold a run record."""
+def run_dirs(root: str | Path, marker: str = "metrics.csv") -> list[Path]:
+    """Folders below `root` (itself included) that hold a run record (`config.yaml` and `marker`)."""
     root = Path(root)
-    return sorted(p.parent for p in root.rglob("metrics.csv") if (p.parent / "config.yaml").exists())
+    found = (p.parent for p in root.rglob(marker) if (p.parent / "config.yaml").exists())
+    return sorted(d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts))  # skip .hydra/
 
 
 def load_runs(root: str | Path) -> pd.DataFrame:
@@ -91,7 +93,7 @@ def export_records(src: str | Path, dst: str | Path, files: Iterable[str] = RECO
     """Copy the small record files (no checkpoints) of every run below `src` to the same place below `dst`."""
     src, dst = Path(src), Path(dst)
     count = 0
-    for run_dir in run_dirs(src):
+    for run_dir in run_dirs(src, marker="config.yaml"):
         target = dst / run_dir.relative_to(src)
         target.mkdir(parents=True, exist_ok=True)
         for name in files:

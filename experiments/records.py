@@ -6,6 +6,7 @@ A run directory holds
 - `metrics.jsonl` / `metrics.csv`  one row per epoch (scalars);
 - `layers.csv`    one row per layer and epoch (rank, sigma_plus, bulk fraction, GoF, split, ...);
 - `summary.json`  final numbers, written when the run ends;
+- `spectra.csv`   singular values of every layer of the final model (for ESD figures);
 - `checkpoint.pt` (+ `checkpoint.prev.pt`) the last two epochs' state.
 W&B gets the same scalars; any W&B failure is reported once and mirroring stops, the
 local record is never affected.
@@ -33,6 +34,7 @@ METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 LAYERS_CSV = "layers.csv"
 SUMMARY_JSON = "summary.json"
+SPECTRA_CSV = "spectra.csv"
 CONFIG_YAML = "config.yaml"
 ENV_JSON = "env.json"
 
@@ -182,6 +184,9 @@ class RunRecord:
             fh.write(json.dumps(row) + "\n")
         self._append_csv(METRICS_CSV, [row])
         self._append_csv(LAYERS_CSV, [{"epoch": row["epoch"], **layer} for layer in layers])
+
+    def write_spectra(self, rows: list[dict]) -> None:
+        self._rewrite_csv(SPECTRA_CSV, rows)
 
     def write_summary(self, summary: dict) -> None:
         (self.dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))

@@ -25,11 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from experiments.checkpoints import build_run_model, load_checkpoint, save_checkpoint
-from experiments.data import DataUnavailableError, batches, load_tensors, subset
+from experiments.data import DataUnavailableError, batches, run_data
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
 from rmt.models import linear_topology, output_layer_name
 from rmt.prune import LayerPrune, apply_splits, count_parameters, mp_prune_step
-from rmt.spectra import fit_layers, spectral_layers
+from rmt.spectra import batched_svdvals, fit_layers, layer_matrix, spectral_layers
 
 ARMS = ("normal", "rmt")
 # Config parts that do not change results: excluded from the resume fingerprint.
@@ -62,6 +62,14 @@ def fingerprint(config: dict) -> str:
 def keep_fraction(epochs_done: int, horizon: float) -> float:
     """P1 schedule: fraction of the MP bulk kept after `epochs_done` epochs."""
     return max(0.0, 1.0 - epochs_done / horizon)
+
+
+def final_spectra(model) -> list[dict]:
+    """Singular values of every layer (batched SVD), one row each: the record's `spectra.csv`."""
+    layers = spectral_layers(model)
+    svals = batched_svdvals([layer_matrix(m).detach() for _, m in layers])
+    return [{"layer": name, "out": mod.weight.shape[0], "fan_in": mod.weight[0].numel(), "index": i, "singular_value": v}
+            for (name, mod), s in zip(layers, svals) for i, v in enumerate(s.tolist())]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.SGD:
@@ -121,10 +129,8 @@ def run(cfg: DictConfig) -> dict:
     record = RunRecord(run_dir)
 
     # Data: in-memory tensors, a fixed subset when the profile asks for one.
-    x_train, y_train = subset(*load_tensors(cfg.data.name, cfg.paths.data_dir, train=True, scale=cfg.data.scale),
-                              settings["train_subset"], cfg.data.subset_seed)
-    x_test, y_test = subset(*load_tensors(cfg.data.name, cfg.paths.data_dir, train=False, scale=cfg.data.scale),
-                            settings["test_subset"], cfg.data.subset_seed)
+    x_train, y_train = run_data(config, train=True)
+    x_test, y_test = run_data(config, train=False)
 
     # Model: the seed alone fixes the initial weights, so both arms of a seed start identical.
     torch.manual_seed(cfg.seed)
@@ -196,6 +202,7 @@ def run(cfg: DictConfig) -> dict:
         bar.set_postfix(test_acc=f"{test_acc:.4f}", params=row["params"])
     bar.close()
 
+    record.write_spectra(final_spectra(model))
     rows = record.read_rows()
     last = rows[-1]
     summary = {"name": cfg.name, "run_name": cfg.run_name, "arm": cfg.arm, "seed": cfg.seed, "epochs": epochs,

@@ -1,0 +1,75 @@
+"""P2 Fig. 5: test accuracy of a trained net when one layer keeps only its k largest singular values.
+
+    python -m experiments.rank_sweep                       # the P2 Fig. 4 run, layer "1", k = 0, 5, ..., 95
+    python -m experiments.rank_sweep source_run=runs/... layer=3
+
+Reads the source run's checkpoint, truncates the layer to rank k for each k, evaluates on the
+source run's test data, and marks the MP-predicted rank (number of spikes above sigma_plus) with
+the correct formula and with the authors' (`compat`).  Writes `rank_sweep.csv` and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.checkpoints import load_run_model
+from experiments.data import DataUnavailableError, run_data
+from experiments.records import RunRecord
+from experiments.train import evaluate
+from rmt.mp import fit_spectra
+from rmt.spectra import layer_matrix
+
+
+@torch.no_grad()
+def run(cfg: DictConfig) -> dict:
+    model, source, _ = load_run_model(cfg.source_run)
+    record = RunRecord(cfg.run_dir)
+    record.write_config({**OmegaConf.to_container(cfg, resolve=True), "source_config": source})
+    record.write_env()
+    x_test, y_test = run_data(source, train=False)
+    layer = model.get_submodule(cfg.layer)
+    weight = layer.weight.detach().clone()
+    mat = layer_matrix(layer).detach()
+    u, s, vh = torch.linalg.svd(mat.double(), full_matrices=False)
+    n, m = max(mat.shape), min(mat.shape)
+    fits = {mode: fit_spectra(s[None], n, alpha=cfg.alpha, beta=cfg.beta, compat=mode == "compat")[0] for mode in ("correct", "compat")}
+
+    def accuracy_at(rank: int) -> float:
+        trunc = ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(weight.dtype)
+        layer.weight.copy_(trunc.reshape(weight.shape))
+        acc = evaluate(model, x_test, y_test, 2000)[1]
+        layer.weight.copy_(weight)
+        return acc
+
+    full_acc = evaluate(model, x_test, y_test, 2000)[1]
+    ranks = list(range(cfg.ranks.start, min(cfg.ranks.stop, m + 1), cfg.ranks.step))
+    rows = [{"rank": k, "test_acc": accuracy_at(k), "layer_params_split": k * (mat.shape[0] + mat.shape[1])} for k in ranks]
+    pd.DataFrame(rows).to_csv(record.dir / "rank_sweep.csv", index=False)
+    summary = {"source_run": str(cfg.source_run), "layer": cfg.layer, "shape": list(mat.shape), "layer_params": mat.numel(),
+               "full_test_acc": full_acc}
+    for mode, fit in fits.items():
+        summary[f"predicted_rank_{mode}"] = fit.n_spikes
+        summary[f"test_acc_at_predicted_{mode}"] = accuracy_at(fit.n_spikes)
+        summary[f"fit_{mode}"] = fit.as_dict()
+    record.write_summary(summary)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="rank_sweep")
+def main(cfg: DictConfig) -> None:
+    try:
+        summary = run(cfg)
+    except (DataUnavailableError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")
+    print(f"full {summary['full_test_acc']:.4f}; predicted rank {summary['predicted_rank_correct']} "
+          f"(compat {summary['predicted_rank_compat']}) -> {summary['test_acc_at_predicted_correct']:.4f}; {Path(cfg.run_dir)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""P2 experiments in the smoke profile: synthetic spiked matrix, the Fig. 4 run, the Fig. 5 rank sweep, ESD views."""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from analysis.__main__ import main as analysis_main
+from analysis.esd import plot_esd_grid
+from experiments import rank_sweep, synthetic, train
+from tests.conftest import CONF_DIR
+
+
+def compose_named(name, *overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def test_p2_signal_formula():
+    s = synthetic.p2_signal(3)
+    i, j = 2, 3  # 1-based
+    expected = math.tan(math.pi / 2 + 1 / (j + 1)) + math.cos(i) * math.log(i + j + 1) + math.sin(j) * math.cos(i / j)
+    assert s[i - 1, j - 1] == pytest.approx(expected)
+
+
+def test_synthetic_run_and_figures(tmp_path):
+    cfg = compose_named("synthetic", "n=300", f"run_dir={tmp_path}/syn/paper/seed0", "alpha_grid=[0.1,0.25]", "beta_grid=[0.1,0.5]")
+    summary = synthetic.run(cfg)
+    assert summary["n_eigenvalues_above_lambda_plus"] >= 3 and 0.8 < summary["sigma2"] < 1.2
+    alpha = pd.read_csv(tmp_path / "syn/paper/seed0/lambda_vs_alpha.csv")
+    assert list(alpha.columns) == ["alpha", "beta", "lambda_plus", "lambda_plus_compat"] and len(alpha) == 2
+    assert analysis_main(["p2-synthetic", "--runs", str(tmp_path / "syn"), "--out", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "p2_fig2.png").exists() and (tmp_path / "fig" / "p2_fig3.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def p2_run(tmp_path_factory, data_root):
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = compose_named("train", "experiment=p2_fig4", "profile=smoke", "logger=local", "progress=false",
+                        f"paths.runs_dir={runs}", f"paths.data_dir={data_root}")
+    train.run(cfg)
+    return Path(cfg.run_dir)
+
+
+def test_p2_fig4_run_uses_p2_settings(p2_run):
+    config = (p2_run / "config.yaml").read_text()
+    assert "init: torch_default" in config and "scale: unit" in config and "lr: 0.08" in config
+    spectra = pd.read_csv(p2_run / "spectra.csv")
+    assert set(spectra["layer"].astype(str)) == {"1", "3"}
+
+
+def test_rank_sweep_and_fig5(p2_run, tmp_path):
+    cfg = compose_named("rank_sweep", f"source_run={p2_run}", f"run_dir={tmp_path}/sweep", "ranks.stop=15")
+    summary = rank_sweep.run(cfg)
+    sweep = pd.read_csv(tmp_path / "sweep" / "rank_sweep.csv")
+    assert list(sweep["rank"]) == [0, 5, 10]
+    assert sweep["test_acc"].iloc[0] < summary["full_test_acc"]  # rank 0 leaves only the bias
+    assert summary["predicted_rank_correct"] >= 0 and "fit_compat" in summary
+    assert analysis_main(["p2-fig5", "--run", str(tmp_path / "sweep"), "--out", str(tmp_path / "fig")]) == 0
+
+
+def test_esd_grid_from_record_equals_from_checkpoint(p2_run, tmp_path):
+    from_record = plot_esd_grid(p2_run, tmp_path / "a")[2]
+    spectra = p2_run / "spectra.csv"
+    spectra.rename(p2_run / "spectra.bak")
+    try:
+        from_ckpt = plot_esd_grid(p2_run, tmp_path / "b")[2]
+    finally:
+        (p2_run / "spectra.bak").rename(spectra)
+    a, b = pd.read_csv(from_record), pd.read_csv(from_ckpt)
+    pd.testing.assert_series_equal(a["sigma2"], b["sigma2"], rtol=1e-4)
+    assert list(a["layer"].astype(str)) == ["1", "3"] and a["fits_mp"].dtype == bool
+    with pytest.raises(ValueError, match="no such layers"):
+        plot_esd_grid(p2_run, tmp_path / "c", layers=["7"])
+
+
+def test_rank_sweep_on_missing_run_is_clear(tmp_path):
+    cfg = compose_named("rank_sweep", f"source_run={tmp_path}/nothing", f"run_dir={tmp_path}/x")
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        rank_sweep.run(cfg)
