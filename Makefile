@@ -16,8 +16,9 @@ SWEEP   := hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) threads=$(THREADS
 export RMT_RUNS_DIR := $(abspath $(RUNS))
 FIG     := figures/$(PROFILE)
 
-.PHONY: install data test test-all reproduce-fig1 reproduce-p2-fig2 reproduce-p2-fig3 reproduce-p2-fig4 \
-        reproduce-p2-fig5 reproduce-all figures export-results lock clean-runs
+.PHONY: install data test test-all reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-fig4 \
+        reproduce-p1-var reproduce-p1-ablation reproduce-p2-fig2 reproduce-p2-fig3 reproduce-p2-fig4 \
+        reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand reproduce-all figures export-results lock clean-runs
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,7 +42,7 @@ test-all: data
 reproduce-fig1: data
 	$(PY) -m experiments.train -m experiment=fig1 profile=$(PROFILE) $(SWEEP)
 	$(PY) -m analysis fig1 --runs $(RUNS)/fig1/$(PROFILE) --out $(FIG)
-	$(PY) -m analysis fig1 --runs $(RUNS)/fig1/$(PROFILE) --metric train_acc --out $(FIG)
+	$(PY) -m analysis fig1-train --runs $(RUNS)/fig1/$(PROFILE) --out $(FIG)
 
 # P2 Figs. 2-3: the synthetic spiked matrix, 5 seeds of its noise (paper settings, seconds).
 reproduce-p2-fig2 reproduce-p2-fig3: install
@@ -60,12 +61,44 @@ reproduce-p2-fig5: reproduce-p2-fig4
 	$(PY) -m experiments.rank_sweep profile_name=$(PROFILE)
 	$(PY) -m analysis p2-fig5 --run $(RUNS)/p2_fig5/$(PROFILE)/layer1 --out figures/$(PROFILE)
 
-reproduce-all: reproduce-fig1 reproduce-p2-fig2 reproduce-p2-fig5
+# P1 Figs. 3-4: three more topologies, normal vs RMT-pruned.
+reproduce-p1-fig3 reproduce-p1-fig4: data
+	$(PY) -m experiments.train -m experiment=p1_fig3 profile=$(PROFILE) $(SWEEP)
+	$(PY) -m analysis p1-fig3 --runs $(RUNS)/p1_fig3/$(PROFILE) --out $(FIG)
+	$(PY) -m analysis p1-fig4 --runs $(RUNS)/p1_fig3/$(PROFILE) --out $(FIG)
+
+# P1 Fig. 2 is the train accuracy of Fig. 1 panels (c), (d).
+reproduce-p1-fig2: reproduce-fig1
+	$(PY) -m analysis p1-fig2 --runs $(RUNS)/fig1/$(PROFILE) --out $(FIG)
+
+# P1 random-initialisation variance: 5 seeds x 2 arms.
+reproduce-p1-var: data
+	$(PY) -m experiments.train -m experiment=p1_var profile=$(PROFILE) $(SWEEP)
+	$(PY) -m analysis p1-var --runs $(RUNS)/p1_var/$(PROFILE) --out $(FIG)
+
+# Fashion-MNIST ablation: {normal, rmt} x {none, L1+L2, L2}.
+reproduce-p1-ablation: data
+	$(PY) -m experiments.train -m experiment=p1_fmnist_ablation profile=$(PROFILE) $(SWEEP)
+	$(PY) -m analysis p1-ablation --runs $(RUNS)/p1_fmnist_ablation/$(PROFILE) --out $(FIG)
+	$(PY) -m analysis p1-ablation-train --runs $(RUNS)/p1_fmnist_ablation/$(PROFILE) --out $(FIG)
+
+# P2 Examples 4.3-4.7 (Figs. 6-10) and the parameter table.
+reproduce-p2-examples: data
+	$(PY) -m experiments.train -m experiment=p2_examples profile=$(PROFILE) $(SWEEP)
+	$(PY) -m analysis p2-examples --runs $(RUNS)/p2_examples/$(PROFILE) --out $(FIG)
+
+# P3 randomness vs epoch, without and with L2.
+reproduce-p3-rand: data
+	$(PY) -m experiments.train -m experiment=p3_rand profile=$(PROFILE) $(SWEEP)
+	$(PY) -m analysis p3-rand --runs $(RUNS)/p3_rand/$(PROFILE) --out $(FIG)
+
+reproduce-all: reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-var reproduce-p1-ablation \
+               reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand
 
 # Every figure from the committed run records in results/ (no training) into docs/figures/.
 figures: install
 	$(PY) -m analysis fig1 --runs results/fig1 --profile quick --out docs/figures/quick
-	$(PY) -m analysis fig1 --runs results/fig1 --profile quick --metric train_acc --out docs/figures/quick
+	$(PY) -m analysis fig1-train --runs results/fig1 --profile quick --out docs/figures/quick
 	$(PY) -m analysis fig1 --runs results/variants/resplit-product/fig1 --out docs/figures/quick-resplit-product
 	$(PY) -m analysis p2-synthetic --runs results/p2_synthetic --out docs/figures/paper
 	$(PY) -m analysis esd --run results/p2_fig4/paper/fc1000-s0 --layers 1 --name p2_fig4 --out docs/figures/paper

@@ -2,6 +2,7 @@
 
     python -m analysis fig1 --runs runs/fig1/quick           # P1 Fig. 1 (local run store)
     python -m analysis fig1 --wandb me/rmt-pruning           # ... from the W&B mirror
+    python -m analysis p1-fig3 --runs runs/p1_fig3/quick     # any figure of CURVE_FIGURES
     python -m analysis p2-synthetic --runs runs/p2_synthetic # P2 Figs. 2-3
     python -m analysis p2-fig5 --run runs/p2_fig5/paper/layer1
     python -m analysis esd --run runs/p2_fig4/paper/fc1000-s0 [--layers 1]   # layer ESDs (P2 Fig. 4)
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from analysis.esd import plot_esd_grid
-from analysis.fig1 import plot_fig1
+from analysis.curves import CURVE_FIGURES, plot_curves
 from analysis.p2_fig5 import plot_p2_fig5
 from analysis.p2_synthetic import plot_p2_fig2, plot_p2_fig3
 from analysis.runs import export_records, load_runs, load_wandb_runs
@@ -24,12 +25,14 @@ from analysis.runs import export_records, load_runs, load_wandb_runs
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    fig = sub.add_parser("fig1", help="P1 Fig. 1: test accuracy vs epoch, normal vs RMT-pruned")
-    source = fig.add_mutually_exclusive_group()
-    source.add_argument("--runs", default="runs", help="local runs folder (default: runs)")
-    source.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
-    fig.add_argument("--metric", default="test_acc", choices=["test_acc", "train_acc"])
-    fig.add_argument("--profile", help="which profile's runs to draw (needed when several are present)")
+    curve_parsers = []
+    for key, figure in CURVE_FIGURES.items():
+        fig = sub.add_parser(key, help=figure.title)
+        source = fig.add_mutually_exclusive_group()
+        source.add_argument("--runs", default="runs", help="local runs folder (default: runs)")
+        source.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
+        fig.add_argument("--profile", help="which profile's runs to draw (needed when several are present)")
+        curve_parsers.append(fig)
     syn = sub.add_parser("p2-synthetic", help="P2 Figs. 2-3 from experiments.synthetic runs")
     syn.add_argument("--runs", default="runs/p2_synthetic")
     f5 = sub.add_parser("p2-fig5", help="P2 Fig. 5 from an experiments.rank_sweep run")
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     esd.add_argument("--run", required=True)
     esd.add_argument("--layers", nargs="*", help="module names (default: all Linear/Conv2d layers)")
     esd.add_argument("--name", default="esd", help="output file stem (default: esd)")
-    for p in (fig, syn, f5, esd):
+    for p in (*curve_parsers, syn, f5, esd):
         p.add_argument("--out", default="figures", help="output folder (default: figures)")
     exp = sub.add_parser("export", help="copy run records (no checkpoints) to another folder, e.g. results/")
     exp.add_argument("--runs", required=True)
@@ -50,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"exported {export_records(args.runs, args.to)} run records to {args.to}")
             return 0
         out = Path(args.out)
-        if args.command == "fig1":
+        if args.command in CURVE_FIGURES:
             df = load_wandb_runs(args.wandb) if args.wandb else load_runs(args.runs)
-            paths = plot_fig1(df, out, metric=args.metric, profile=args.profile)
+            paths = plot_curves(df, CURVE_FIGURES[args.command], out, profile=args.profile)
         elif args.command == "p2-synthetic":
             paths = plot_p2_fig2(args.runs, out) + plot_p2_fig3(args.runs, out)
         elif args.command == "p2-fig5":

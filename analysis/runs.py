@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-RUN_COLUMNS = ["run_id", "name", "panel", "arm", "seed", "profile", "topology_start", "params_start", "params_final"]
+RUN_COLUMNS = ["run_id", "name", "panel", "arm", "series", "seed", "profile", "topology_start", "params_start", "params_final"]
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "params", "keep_fraction", "n_splits", "time_s"]
 RECORD_FILES = ("config.yaml", "metrics.csv", "metrics.jsonl", "layers.csv", "summary.json", "env.json", "spectra.csv",
                 "rank_sweep.csv", "eigenvalues.csv", "fit.json", "lambda_vs_alpha.csv", "lambda_vs_beta.csv")
@@ -28,6 +28,7 @@ def run_meta(run_id: str, config: dict[str, Any], summary: dict[str, Any]) -> di
     sizes = config.get("effective", {}).get("sizes")
     return {
         "run_id": run_id, "name": config.get("name"), "panel": config.get("panel"), "arm": config.get("arm"),
+        "series": config.get("series") or config.get("arm"),
         "seed": config.get("seed"), "profile": (config.get("profile") or {}).get("name"),
         "topology_start": json.dumps(sizes) if sizes is not None else None,
         "params_start": summary.get("params_start"), "params_final": summary.get("params_final"),

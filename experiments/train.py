@@ -59,9 +59,21 @@ def fingerprint(config: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def keep_fraction(epochs_done: int, horizon: float) -> float:
-    """P1 schedule: fraction of the MP bulk kept after `epochs_done` epochs."""
-    return max(0.0, 1.0 - epochs_done / horizon)
+def keep_fraction(epochs_done: int, pruning: DictConfig, horizon: float) -> float:
+    """Fraction of the MP bulk kept at a pruning step after `epochs_done` epochs.
+
+    `linear` (P1): max(0, 1 - e / horizon);  `constant` (P2): `pruning.keep_fraction` every time.
+    """
+    if pruning.schedule == "linear":
+        return max(0.0, 1.0 - epochs_done / horizon)
+    if pruning.schedule == "constant":
+        return float(pruning.keep_fraction)
+    raise ValueError(f"pruning.schedule must be 'linear' or 'constant', got {pruning.schedule!r}")
+
+
+def learning_rate(epoch: int, optim: DictConfig) -> float:
+    """lr * lr_decay ** floor((epoch - 1) / decay_every), epochs counted from 1."""
+    return optim.lr * optim.lr_decay ** ((epoch - 1) // optim.decay_every)
 
 
 def final_spectra(model) -> list[dict]:
@@ -74,7 +86,7 @@ def final_spectra(model) -> list[dict]:
 
 def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.SGD:
     # L2 as weight decay: d/dw (l2 * w^2) = 2 * l2 * w.  L1 is added to the gradients in train_epoch.
-    return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=2 * cfg.train.l2)
+    return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=2 * cfg.reg.l2)
 
 
 def train_epoch(model, opt, x, y, cfg: DictConfig, shuffle_seed: int, bar) -> tuple[float, float]:
@@ -88,8 +100,8 @@ def train_epoch(model, opt, x, y, cfg: DictConfig, shuffle_seed: int, bar) -> tu
         loss = F.cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.train.l1:
-            torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params), alpha=cfg.train.l1)
+        if cfg.reg.l1:
+            torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params), alpha=cfg.reg.l1)
         opt.step()
         loss_sum += loss.detach() * len(yb)
         correct += (logits.detach().argmax(1) == yb).sum()
@@ -169,13 +181,13 @@ def run(cfg: DictConfig) -> dict:
     elapsed = ckpt["elapsed_s"] if ckpt is not None else 0.0
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
-        lr = cfg.optim.lr * cfg.optim.lr_decay ** (epoch - 1)
+        lr = learning_rate(epoch, cfg.optim)
         for group in opt.param_groups:
             group["lr"] = lr
         train_loss, train_acc = train_epoch(model, opt, x_train, y_train, cfg, shuffle_seed=cfg.seed * 100_003 + epoch, bar=bar)
 
         if cfg.arm == "rmt" and epoch % cfg.pruning.every == 0:
-            f = keep_fraction(epoch, settings["keep_horizon"])
+            f = keep_fraction(epoch, cfg.pruning, settings["keep_horizon"])
             reports, new_splits = mp_prune_step(model, f, alpha=cfg.pruning.alpha, beta=cfg.pruning.beta,
                                                 gof_threshold=cfg.pruning.gof_threshold, compat=cfg.pruning.compat,
                                                 min_rank=min_rank, split=cfg.pruning.split,

@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 
 from analysis.__main__ import main as analysis_main
-from analysis.fig1 import PANELS, fig1_values, plot_fig1
+from analysis.curves import CURVE_FIGURES, curve_values, plot_curves
 from analysis.runs import METRIC_COLUMNS, RUN_COLUMNS, export_records, load_runs, load_wandb_runs
 from experiments import train
 
+FIG1 = CURVE_FIGURES["fig1"]
+PANELS = FIG1.panels
 FIXTURE = Path(__file__).parent / "fixtures" / "wandb_fig1_smoke.json"
 
 
@@ -75,11 +77,11 @@ def test_wandb_and_local_frames_have_same_dtypes(fig1_runs):
 
 
 def test_fig1_from_local_runs_writes_png_pdf_csv(fig1_runs, tmp_path):
-    paths = plot_fig1(load_runs(fig1_runs), tmp_path)
+    paths = plot_curves(load_runs(fig1_runs), FIG1, tmp_path)
     assert [p.name for p in paths] == ["fig1.png", "fig1.pdf", "fig1.csv"]
     assert all(p.stat().st_size > 1000 for p in paths[:2])
     values = pd.read_csv(paths[2])
-    assert set(values["panel"]) == set(PANELS) and set(values["arm"]) == {"normal", "rmt"}
+    assert set(values["panel"]) == set(PANELS) and set(values["series"]) == {"normal", "rmt"}
     assert len(values) == 5 * 2 * 3
 
 
@@ -88,7 +90,7 @@ def test_fig1_cli_from_wandb_fixture_and_exported_records(fig1_runs, tmp_path, m
     assert export_records(fig1_runs, exported) == 10
     assert not list(exported.rglob("*.pt"))
     assert analysis_main(["fig1", "--runs", str(exported), "--out", str(tmp_path / "a")]) == 0
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "fig1.csv"), fig1_values(load_runs(fig1_runs)))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "fig1.csv"), curve_values(load_runs(fig1_runs), "fig1", PANELS))
     import analysis.runs as runs_mod
 
     monkeypatch.setattr(runs_mod, "load_wandb_runs", lambda path: load_wandb_runs(path, api=RecordedApi(FIXTURE)))
@@ -103,5 +105,5 @@ def test_missing_runs_and_mixed_profiles_are_clear_errors(tmp_path, fig1_runs, c
     df = load_runs(fig1_runs)
     mixed = pd.concat([df, df.assign(profile="paper", run_id=df["run_id"] + "p")])
     with pytest.raises(ValueError, match="several profiles"):
-        fig1_values(mixed)
-    assert fig1_values(mixed, profile="paper")["profile"].eq("paper").all()
+        curve_values(mixed, "fig1", PANELS)
+    assert curve_values(mixed, "fig1", PANELS, profile="paper")["profile"].eq("paper").all()

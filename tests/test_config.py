@@ -20,7 +20,7 @@ def cfg(*overrides, hydra=False):
 def test_defaults_are_p1_training_facts():
     c = cfg()
     assert (c.optim.lr, c.optim.momentum, c.optim.lr_decay, c.train.batch_size) == (0.02, 0.9, 0.96, 128)
-    assert (c.train.l1, c.train.l2, c.pruning.alpha, c.pruning.beta, c.pruning.keep_horizon) == (5e-6, 5e-6, 0.25, 0.1, 300)
+    assert (c.reg.l1, c.reg.l2, c.pruning.alpha, c.pruning.beta, c.pruning.keep_horizon) == (5e-6, 5e-6, 0.25, 0.1, 300)
     assert c.model.init == "normal_fan_in" and c.pruning.compat is False
 
 
