@@ -18,7 +18,7 @@ FIG     := figures/$(PROFILE)
 
 .PHONY: install data test test-all reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-fig4 \
         reproduce-p1-var reproduce-p1-ablation reproduce-p2-fig2 reproduce-p2-fig3 reproduce-p2-fig4 \
-        reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand reproduce-all figures export-results lock clean-runs
+        reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand reproduce-p3-loss reproduce-all figures export-results lock clean-runs
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,8 +92,13 @@ reproduce-p3-rand: data
 	$(PY) -m experiments.train -m experiment=p3_rand profile=$(PROFILE) $(SWEEP)
 	$(PY) -m analysis p3-rand --runs $(RUNS)/p3_rand/$(PROFILE) --out $(FIG)
 
+# P3 loss vs randomness removed / noise added, on the L2-trained P3 randomness run.
+reproduce-p3-loss: reproduce-p3-rand
+	$(PY) -m experiments.randomness_removal profile_name=$(PROFILE)
+	$(PY) -m analysis p3-loss --run $(RUNS)/p3_loss/$(PROFILE)/from-l2_strong-s0 --out $(FIG)
+
 reproduce-all: reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-var reproduce-p1-ablation \
-               reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand
+               reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-loss
 
 # Every figure from the committed run records in results/ (no training) into docs/figures/.
 figures: install

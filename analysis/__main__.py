@@ -3,6 +3,8 @@
     python -m analysis fig1 --runs runs/fig1/quick           # P1 Fig. 1 (local run store)
     python -m analysis fig1 --wandb me/rmt-pruning           # ... from the W&B mirror
     python -m analysis p1-fig3 --runs runs/p1_fig3/quick     # any figure of CURVE_FIGURES
+    python -m analysis p3-rand --runs runs/p3_rand/quick     # P3 randomness vs epoch + verdicts
+    python -m analysis p3-loss --run runs/p3_loss/quick/from-l2_strong-s0
     python -m analysis p2-synthetic --runs runs/p2_synthetic # P2 Figs. 2-3
     python -m analysis p2-fig5 --run runs/p2_fig5/paper/layer1
     python -m analysis esd --run runs/p2_fig4/paper/fc1000-s0 [--layers 1]   # layer ESDs (P2 Fig. 4)
@@ -19,7 +21,10 @@ from analysis.esd import plot_esd_grid
 from analysis.curves import CURVE_FIGURES, plot_curves
 from analysis.p2_fig5 import plot_p2_fig5
 from analysis.p2_synthetic import plot_p2_fig2, plot_p2_fig3
+from analysis.p3_loss import plot_p3_loss
+from analysis.randomness import plot_randomness
 from analysis.runs import export_records, load_runs, load_wandb_runs
+from analysis.tables import write_p2_parameter_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         source.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
         fig.add_argument("--profile", help="which profile's runs to draw (needed when several are present)")
         curve_parsers.append(fig)
+    rand = sub.add_parser("p3-rand", help="P3 randomness vs epoch, with the monotonicity verdicts")
+    rand.add_argument("--runs", default="runs/p3_rand")
+    loss = sub.add_parser("p3-loss", help="P3 loss vs randomness removed / noise added")
+    loss.add_argument("--run", default="runs/p3_loss/quick/from-l2_strong-s0")
     syn = sub.add_parser("p2-synthetic", help="P2 Figs. 2-3 from experiments.synthetic runs")
     syn.add_argument("--runs", default="runs/p2_synthetic")
     f5 = sub.add_parser("p2-fig5", help="P2 Fig. 5 from an experiments.rank_sweep run")
@@ -41,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     esd.add_argument("--run", required=True)
     esd.add_argument("--layers", nargs="*", help="module names (default: all Linear/Conv2d layers)")
     esd.add_argument("--name", default="esd", help="output file stem (default: esd)")
-    for p in (*curve_parsers, syn, f5, esd):
+    for p in (*curve_parsers, rand, loss, syn, f5, esd):
         p.add_argument("--out", default="figures", help="output folder (default: figures)")
     exp = sub.add_parser("export", help="copy run records (no checkpoints) to another folder, e.g. results/")
     exp.add_argument("--runs", required=True)
@@ -56,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in CURVE_FIGURES:
             df = load_wandb_runs(args.wandb) if args.wandb else load_runs(args.runs)
             paths = plot_curves(df, CURVE_FIGURES[args.command], out, profile=args.profile)
+            if args.command == "p2-examples" and not args.wandb:
+                paths += write_p2_parameter_table(args.runs, out)
+        elif args.command == "p3-rand":
+            paths = plot_randomness(args.runs, out)
+        elif args.command == "p3-loss":
+            paths = plot_p3_loss(args.run, out)
         elif args.command == "p2-synthetic":
             paths = plot_p2_fig2(args.runs, out) + plot_p2_fig3(args.runs, out)
         elif args.command == "p2-fig5":

@@ -29,6 +29,7 @@ class CurveFigure:
     stem: str            # output file stem
     metric: str = "test_acc"
     panel_titles: dict[str, str] = field(default_factory=dict)
+    std_ratio: bool = False  # annotate std(rmt) / std(normal) over seeds at the last epoch
 
 
 CURVE_FIGURES = {
@@ -37,7 +38,24 @@ CURVE_FIGURES = {
     "p1-fig2": CurveFigure("fig1", "P1 Fig. 2 — MNIST train accuracy", ("fig1c", "fig1d"), "p1_fig2", "train_acc"),
     "p1-fig3": CurveFigure("p1_fig3", "P1 Fig. 3 — MNIST test accuracy", ("fig3a", "fig3b", "fig3c"), "p1_fig3"),
     "p1-fig4": CurveFigure("p1_fig3", "P1 Fig. 4 — MNIST train accuracy", ("fig3c", "fig3b"), "p1_fig4", "train_acc"),
+    "p1-var": CurveFigure("p1_var", "P1 random-initialisation variance — MNIST test accuracy, mean ± std over seeds", ("var",),
+                          "p1_var", panel_titles={"var": "[784,1000,1000,1000,500,10] (scaled by the profile)"}, std_ratio=True),
+    "p1-var-train": CurveFigure("p1_var", "P1 random-initialisation variance — MNIST train accuracy", ("var",), "p1_var_train",
+                                "train_acc", std_ratio=True),
+    "p1-ablation": CurveFigure("p1_fmnist_ablation", "Fashion-MNIST ablation — test accuracy", ("ablation",), "p1_ablation",
+                               panel_titles={"ablation": "[784,3000,3000,3000,3000,500,10] (scaled by the profile)"}),
+    "p1-ablation-train": CurveFigure("p1_fmnist_ablation", "Fashion-MNIST ablation — train accuracy", ("ablation",),
+                                     "p1_ablation_train", "train_acc"),
+    "p2-examples": CurveFigure("p2_examples", "P2 Examples 4.3-4.7 (Figs. 6-10) — MNIST test accuracy, non-split vs split",
+                               ("p2_ex4_3", "p2_ex4_4", "p2_ex4_5", "p2_ex4_6", "p2_ex4_7"), "p2_examples",
+                               panel_titles={f"p2_ex4_{i}": f"Ex. 4.{i}" for i in range(3, 8)}),
 }
+
+
+def last_epoch_std_ratio(values: pd.DataFrame, panel: str, metric: str) -> float:
+    """std over seeds of the pruned arm divided by that of the normal arm, at the last epoch."""
+    last = values[(values["panel"] == panel) & (values["epoch"] == values["epoch"].max())].set_index("series")
+    return float(last.loc["rmt", f"{metric}_std"] / last.loc["normal", f"{metric}_std"])
 
 
 def select_profile(runs: pd.DataFrame, profile: str | None) -> tuple[pd.DataFrame, str]:
@@ -72,7 +90,7 @@ def plot_curves(df: pd.DataFrame, figure: CurveFigure, out_dir: str | Path, prof
     metric = figure.metric
     values = curve_values(df, figure.name, figure.panels, metric, profile)
     profile = values["profile"].iloc[0]
-    fig, axes = plt.subplots(1, len(figure.panels), figsize=(4.2 * len(figure.panels), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(figure.panels), figsize=(max(4.2 * len(figure.panels), 8.0), 4.0), squeeze=False)
     for ax, panel in zip(axes[0], figure.panels):
         sub = values[values["panel"] == panel]
         if sub.empty:
@@ -91,7 +109,10 @@ def plot_curves(df: pd.DataFrame, figure: CurveFigure, out_dir: str | Path, prof
                 std = 100 * rows[f"{metric}_std"].fillna(0)
                 ax.fill_between(rows["epoch"], mean - std, mean + std, color=line.get_color(), alpha=0.2)
         topo = json.loads(sub["topology_start"].iloc[0])
-        ax.set_title(figure.panel_titles.get(panel, f"({panel[-1]}) [{','.join(map(str, topo))}]"), fontsize=9)
+        title = figure.panel_titles.get(panel, f"({panel[-1]}) [{','.join(map(str, topo))}]")
+        if figure.std_ratio:
+            title += f"\nstd pruned / normal at last epoch: {last_epoch_std_ratio(values, panel, metric):.2f}"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{metric.replace('_acc', '')} accuracy (%)")
         ax.grid(alpha=0.3)

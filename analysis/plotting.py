@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["plt", "save_figure"]
+__all__ = ["plt", "save_figure", "save_table"]
 
 
 def save_figure(fig, values: pd.DataFrame, stem: str | Path) -> list[Path]:
@@ -23,4 +23,16 @@ def save_figure(fig, values: pd.DataFrame, stem: str | Path) -> list[Path]:
     fig.savefig(paths[1])
     plt.close(fig)
     values.to_csv(paths[2], index=False)
+    return paths
+
+
+def save_table(table: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Write `<stem>.csv` and `<stem>.md` (a Markdown table for the docs)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".csv"), stem.with_suffix(".md")]
+    table.to_csv(paths[0], index=False)
+    header = "| " + " | ".join(map(str, table.columns)) + " |\n|" + "---|" * len(table.columns) + "\n"
+    body = "".join("| " + " | ".join(map(str, row)) + " |\n" for row in table.itertuples(index=False))
+    paths[1].write_text(header + body)
     return paths

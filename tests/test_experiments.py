@@ -1,0 +1,111 @@
+"""Every issue-3 experiment in the smoke profile: it composes, runs, writes its record, and its figure draws."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from analysis.__main__ import main as analysis_main
+from experiments import randomness_removal, train
+from tests.conftest import CONF_DIR
+
+
+def compose_named(name, *overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_root):
+    """Smoke runs of each experiment's sweep points that its figure needs."""
+    root = tmp_path_factory.mktemp("runs")
+    plan = {
+        "p1_var": [("seed=0", "arm=normal"), ("seed=1", "arm=normal"), ("seed=0", "arm=rmt"), ("seed=1", "arm=rmt")],
+        "p1_fmnist_ablation": [("arm=normal", "reg=none"), ("arm=rmt", "reg=l1l2")],
+        "p2_examples": [("panel=p2_ex4_3", "arm=normal"), ("panel=p2_ex4_3", "arm=rmt")],
+        "p3_rand": [("reg=none",), ("reg=l2_strong",)],
+        "p1_fig3": [("panel=fig3b", "arm=rmt")],
+    }
+    for experiment, points in plan.items():
+        for point in points:
+            cfg = compose_named("train", f"experiment={experiment}", *point, "profile=smoke", "logger=local", "progress=false",
+                                f"paths.runs_dir={root}", f"paths.data_dir={data_root}")
+            train.run(cfg)
+    return root
+
+
+def config_of(root: Path, experiment: str, run: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((root / experiment / "smoke" / run / "config.yaml").read_text())
+
+
+def test_settings_follow_results_md(runs):
+    abl = config_of(runs, "p1_fmnist_ablation", "rmt-l1l2-s0")
+    assert abl["data"]["name"] == "fashion_mnist" and abl["optim"]["decay_every"] == 4 and abl["pruning"]["every"] == 4
+    assert abl["pruning"]["keep_horizon"] == 200 and abl["series"] == "rmt+l1l2"
+    ex = config_of(runs, "p2_examples", "p2_ex4_3-rmt-s0")
+    assert ex["pruning"]["schedule"] == "constant" and ex["pruning"]["keep_fraction"] == 0.55 and ex["pruning"]["every"] == 3
+    assert ex["pruning"]["gof_threshold"] == 0.15 and ex["model"]["hidden"] == [3000, 3000, 500] and ex["train"]["epochs"] == 90
+    fig3 = config_of(runs, "p1_fig3", "fig3b-rmt-s0")
+    assert fig3["model"]["hidden"] == [2000, 2000, 2000, 2000, 1000, 500]
+
+
+def test_p2_examples_prune_every_third_epoch(runs):
+    m = pd.read_csv(runs / "p2_examples" / "smoke" / "p2_ex4_3-rmt-s0" / "metrics.csv")
+    assert list(m["keep_fraction"]) == [1.0, 1.0, 0.55]
+
+
+@pytest.mark.parametrize("command,experiment,outputs", [
+    ("p1-var", "p1_var", ["p1_var.png"]),
+    ("p1-ablation", "p1_fmnist_ablation", ["p1_ablation.png"]),
+    ("p2-examples", "p2_examples", ["p2_examples.png", "p2_parameter_table.md"]),
+    ("p3-rand", "p3_rand", ["p3_rand.png", "p3_rand_monotonicity.csv"]),
+    ("p1-fig3", "p1_fig3", ["p1_fig3.png"]),
+])
+def test_figures_draw_from_smoke_runs(runs, tmp_path, command, experiment, outputs):
+    assert analysis_main([command, "--runs", str(runs / experiment / "smoke"), "--out", str(tmp_path)]) == 0
+    for name in outputs:
+        assert (tmp_path / name).stat().st_size > 100
+
+
+def test_p1_var_reports_std_ratio(runs, tmp_path):
+    analysis_main(["p1-var", "--runs", str(runs / "p1_var" / "smoke"), "--out", str(tmp_path)])
+    values = pd.read_csv(tmp_path / "p1_var.csv")
+    assert set(values["n_runs"]) == {2} and (values["test_acc_std"] >= 0).all()
+
+
+def test_p3_randomness_verdicts_are_measured(runs, tmp_path):
+    analysis_main(["p3-rand", "--runs", str(runs / "p3_rand" / "smoke"), "--out", str(tmp_path)])
+    table = pd.read_csv(tmp_path / "p3_rand_monotonicity.csv")
+    assert set(table["series"]) == {"none", "l2_strong"}
+    assert set(table["metric"]) == {"sigma_plus", "bulk_fraction", "r_norm", "r_ratio"}
+    assert table["decreased"].dtype == bool
+
+
+def test_p3_loss_sweeps(runs, tmp_path):
+    cfg = compose_named("randomness_removal", f"source_run={runs}/p3_rand/smoke/l2_strong-s0", f"run_dir={tmp_path}/loss",
+                        "thetas=[0.0,0.5,1.0]", "epsilons=[0.0,0.01]", "noise_draws=1")
+    summary = randomness_removal.run(cfg)
+    theta = pd.read_csv(tmp_path / "loss" / "theta_sweep.csv")
+    assert len(theta) == 3 * 2 and set(theta["split"]) == {"train", "test"}
+    assert summary["lambda_l2"] == 1e-4 and isinstance(summary["train"]["theta_reg_loss_monotone_in_theta"], bool)
+    at_one = theta[(theta["theta"] == 1.0) & (theta["split"] == "test")].iloc[0]
+    final_test = json.loads((runs / "p3_rand" / "smoke" / "l2_strong-s0" / "summary.json").read_text())["final_test_acc"]
+    assert at_one["acc"] == pytest.approx(final_test)  # theta = 1 is the trained net itself
+    assert analysis_main(["p3-loss", "--run", str(tmp_path / "loss"), "--out", str(tmp_path)]) == 0
+
+
+def test_schedules_and_lr():
+    keep = OmegaConf.create({"schedule": "linear", "keep_fraction": 0.55})
+    assert train.keep_fraction(30, keep, 60) == 0.5 and train.keep_fraction(90, keep, 60) == 0.0
+    keep.schedule = "constant"
+    assert train.keep_fraction(30, keep, 60) == 0.55
+    keep.schedule = "cosine"
+    with pytest.raises(ValueError, match="schedule"):
+        train.keep_fraction(1, keep, 60)
+    optim = OmegaConf.create({"lr": 0.01, "lr_decay": 0.5, "decay_every": 4})
+    assert [train.learning_rate(e, optim) for e in (1, 4, 5, 9)] == [0.01, 0.01, 0.005, 0.0025]
