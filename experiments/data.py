@@ -120,7 +120,8 @@ def run_data(config: dict, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The training or test tensors a run's resolved config asks for (dataset, scale, profile subset)."""
     d = config["data"]
     n = config["effective"]["train_subset" if train else "test_subset"]
-    return subset(*load_tensors(d["name"], config["paths"]["data_dir"], train=train, scale=d["scale"]), n, d["subset_seed"])
+    scale = d.get("scale", "minus_one_one")  # records made before the option existed used [-1, 1]
+    return subset(*load_tensors(d["name"], config["paths"]["data_dir"], train=train, scale=scale), n, d["subset_seed"])
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle_seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

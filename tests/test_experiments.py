@@ -109,3 +109,16 @@ def test_schedules_and_lr():
         train.keep_fraction(1, keep, 60)
     optim = OmegaConf.create({"lr": 0.01, "lr_decay": 0.5, "decay_every": 4})
     assert [train.learning_rate(e, optim) for e in (1, 4, 5, 9)] == [0.01, 0.01, 0.005, 0.0025]
+
+
+def test_magnitude_sweep_thresholds_and_counts(runs, tmp_path):
+    from experiments import magnitude_sweep
+
+    src = runs / "p1_var" / "smoke"
+    cfg = compose_named("magnitude_sweep", f"normal_run={src}/normal-s0", f"rmt_run={src}/rmt-s0", "k_max=5", f"run_dir={tmp_path}/mag")
+    summary = magnitude_sweep.run(cfg)
+    df = pd.read_csv(tmp_path / "mag" / "magnitude_sweep.csv")
+    assert list(df[df["arm"] == "normal"]["threshold"]) == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
+    for arm, g in df.groupby("arm"):
+        assert g["nonzero_params"].is_monotonic_increasing and g["nonzero_params"].max() <= summary[arm]["params"]
+    assert analysis_main(["p1-mag", "--run", str(tmp_path / "mag"), "--out", str(tmp_path)]) == 0
