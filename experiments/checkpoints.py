@@ -48,8 +48,12 @@ def load_checkpoint(run_dir: Path) -> dict | None:
 
 def build_run_model(config: dict) -> nn.Module:
     """A fresh (unsplit) model as a run's resolved config describes it."""
-    m = config["model"]
-    return build_model(m["kind"], sizes=config["effective"]["sizes"], init=m["init"], activation=m["activation"],
+    m, eff = config["model"], config["effective"]
+    if m["kind"] == "cnn":
+        return build_model("cnn", channels=eff["channels"], hidden=eff["sizes"][1:-1], num_classes=eff["sizes"][-1],
+                           image_size=config["data"]["image_size"], pool_after=m["pool_after"], init=m["init"],
+                           activation=m["activation"])
+    return build_model(m["kind"], sizes=eff["sizes"], init=m["init"], activation=m["activation"],
                        output_relu=m.get("output_relu", False))
 
 

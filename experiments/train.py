@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from experiments.checkpoints import build_run_model, load_checkpoint, save_checkpoint
 from experiments.data import DataUnavailableError, batches, run_data
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
-from rmt.models import linear_topology, output_layer_name
+from rmt.models import conv_flat_dim, linear_topology, output_layer_name
 from rmt.prune import LayerPrune, apply_splits, count_parameters, mp_prune_step
 from rmt.spectra import batched_svdvals, fit_layers, layer_matrix, spectral_layers
 
@@ -44,14 +44,24 @@ def effective_settings(cfg: DictConfig) -> dict:
     """The numbers the profile produces from the experiment's paper settings."""
     p = cfg.profile
     epochs = max(int(p.min_epochs), round(cfg.train.epochs * p.epoch_scale))
-    hidden = [max(int(p.min_width), round(h * p.width_scale)) for h in cfg.model.hidden]
-    return {
+
+    def widths(values) -> list[int]:
+        return [max(int(p.min_width), round(v * p.width_scale)) for v in values]
+
+    settings = {
         "epochs": epochs,
-        "sizes": [int(cfg.data.input_dim), *hidden, int(cfg.data.num_classes)],
+        "sizes": [int(cfg.data.input_dim), *widths(cfg.model.hidden), int(cfg.data.num_classes)],
         "keep_horizon": cfg.pruning.keep_horizon * epochs / cfg.train.epochs,
+        "prune_epochs": sorted({max(1, round(e * epochs / cfg.train.epochs)) for e in cfg.pruning.at_epochs})
+        if cfg.pruning.at_epochs else None,
         "train_subset": p.train_subset,
         "test_subset": p.test_subset,
     }
+    if cfg.model.kind == "cnn":
+        channels = [int(cfg.data.channels), *widths(cfg.model.channels)]
+        flat = conv_flat_dim(channels[-1], int(cfg.data.image_size), len(cfg.model.pool_after))
+        settings.update(channels=channels, sizes=[flat, *settings["sizes"][1:]])
+    return settings
 
 
 def fingerprint(config: dict) -> str:
@@ -186,10 +196,12 @@ def run(cfg: DictConfig) -> dict:
             group["lr"] = lr
         train_loss, train_acc = train_epoch(model, opt, x_train, y_train, cfg, shuffle_seed=cfg.seed * 100_003 + epoch, bar=bar)
 
-        if cfg.arm == "rmt" and epoch % cfg.pruning.every == 0:
+        scheduled = epoch in settings["prune_epochs"] if settings["prune_epochs"] else epoch % cfg.pruning.every == 0
+        if cfg.arm == "rmt" and scheduled:
             f = keep_fraction(epoch, cfg.pruning, settings["keep_horizon"])
             reports, new_splits = mp_prune_step(model, f, alpha=cfg.pruning.alpha, beta=cfg.pruning.beta,
                                                 gof_threshold=cfg.pruning.gof_threshold, compat=cfg.pruning.compat,
+                                                conv_gof_threshold=cfg.pruning.conv_gof_threshold,
                                                 min_rank=min_rank, split=cfg.pruning.split,
                                                 resplit=cfg.pruning.resplit)
             splits += [list(s) for s in new_splits]

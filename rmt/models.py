@@ -61,6 +61,30 @@ def fc_net(sizes: Sequence[int], init: str = "normal_fan_in", activation: str = 
     return nn.Sequential(*layers)
 
 
+def conv_flat_dim(channels_last: int, image_size: int, n_pools: int) -> int:
+    """Features after the conv stack: 3x3 convs with padding 1 keep the size, each 2x2 max-pool halves it."""
+    return channels_last * (image_size // 2**n_pools) ** 2
+
+
+@register_model("cnn")
+def conv_net(channels: Sequence[int], hidden: Sequence[int], num_classes: int = 10, image_size: int = 28,
+             pool_after: Sequence[int] = (1, 2, 3), init: str = "normal_fan_in", activation: str = "relu") -> nn.Sequential:
+    """3x3 conv layers `channels[0] -> ... -> channels[-1]` (padding 1, ReLU, a 2x2 max-pool after the
+    conv layers listed in `pool_after`, 0-based), then the FC net `flat -> hidden -> num_classes`.
+
+    The P1 CNN: channels [1, 32, 64, 128, 256, 512], pools after convs 1, 2, 3 -> 512 x 3 x 3 = 4608
+    features, hidden [1000].  Conv layers keep PyTorch's default init; `init` applies to the FC part.
+    """
+    channels = [int(c) for c in channels]
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+        if i in pool_after:
+            layers.append(nn.MaxPool2d(2))
+    flat = conv_flat_dim(channels[-1], image_size, len(pool_after))
+    return nn.Sequential(*layers, *fc_net([flat, *hidden, num_classes], init=init, activation=activation))
+
+
 @register_model("timm")
 def timm_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """A timm model by name (random init unless `pretrained`; weights need network or a local cache)."""

@@ -154,6 +154,7 @@ def mp_prune_step(
     min_rank: Mapping[str, int] | None = None,
     split: bool = True,
     resplit: str = "factors",
+    conv_gof_threshold: float | None = None,
 ) -> tuple[list[LayerPrune], list[tuple[str, int]]]:
     """One RMT-SVD pruning pass over `model`, in place.
 
@@ -161,6 +162,7 @@ def mp_prune_step(
     output layer -> number of classes).  `resplit` says how layers split earlier are treated:
     `"factors"` (the authors' code) fits each factor as a layer of its own, so factors get split
     again; `"product"` fits the pair's product `second @ first` and re-splits it at a lower rank.
+    `conv_gof_threshold` (default: `gof_threshold`) applies to Conv2d layers (P1's CNN: 0.6 conv, 0.05 FC).
     Returns the per-unit report and the splits made.  Same-shape units share one batched SVD
     and one vectorised fit.
     """
@@ -180,7 +182,8 @@ def mp_prune_step(
         for j, i in enumerate(idx):
             name, mod = units[i]
             fit = fits[j]
-            accepted = fit.gof < gof_threshold
+            is_conv = isinstance(mod[0] if isinstance(mod, FactorPair) else mod, nn.Conv2d)
+            accepted = fit.gof < (conv_gof_threshold if is_conv and conv_gof_threshold is not None else gof_threshold)
             current = mod.rank if isinstance(mod, FactorPair) else fit.m
             rank = min(current, kept_rank(fit, keep_fraction, _min_rank_for(name, min_rank))) if accepted else current
             did_split = False

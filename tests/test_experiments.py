@@ -122,3 +122,27 @@ def test_magnitude_sweep_thresholds_and_counts(runs, tmp_path):
     for arm, g in df.groupby("arm"):
         assert g["nonzero_params"].is_monotonic_increasing and g["nonzero_params"].max() <= summary[arm]["params"]
     assert analysis_main(["p1-mag", "--run", str(tmp_path / "mag"), "--out", str(tmp_path)]) == 0
+
+
+def test_p1_cnn_prunes_conv_layers_at_scaled_epochs(tmp_path, data_root):
+    cfg = compose_named("train", "experiment=p1_cnn", "arm=rmt", "profile=smoke", "logger=local", "progress=false",
+                        f"paths.runs_dir={tmp_path}", f"paths.data_dir={data_root}")
+    settings = train.effective_settings(cfg)
+    assert settings["prune_epochs"] == [1, 2] and settings["channels"][0] == 1
+    assert settings["sizes"][0] == settings["channels"][-1] * 3 * 3
+    train.run(cfg)
+    import yaml
+    from torch import nn
+
+    from experiments.checkpoints import build_run_model
+
+    config = yaml.safe_load((Path(cfg.run_dir) / "config.yaml").read_text())
+    convs = {n: m for n, m in build_run_model(config).named_modules() if isinstance(m, nn.Conv2d)}
+    layers = pd.read_csv(Path(cfg.run_dir) / "layers.csv")
+    first = layers[layers["epoch"] == 1].set_index(layers[layers["epoch"] == 1]["layer"].astype(str))
+    assert len(convs) == 5
+    for name, conv in convs.items():  # fitted through the unfolded out x (in * 3 * 3) matrix
+        assert (first.loc[name, "out"], first.loc[name, "fan_in"]) == (conv.out_channels, conv.in_channels * 9)
+    paper = train.effective_settings(compose_named("train", "experiment=p1_cnn", "profile=paper"))
+    assert paper["sizes"] == [4608, 1000, 10] and paper["prune_epochs"] == [11, 22]
+    assert paper["channels"] == [1, 32, 64, 128, 256, 512]
