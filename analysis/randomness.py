@@ -20,13 +20,12 @@ def load_layers(root: str | Path) -> pd.DataFrame:
     frames = []
     for run_dir in run_dirs(root, marker="layers.csv"):
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        df = pd.read_csv(run_dir / "layers.csv").assign(series=config.get("series") or config["arm"], seed=config["seed"],
+        df = pd.read_csv(run_dir / "layers.csv", dtype={"layer": str}).assign(series=config.get("series") or config["arm"], seed=config["seed"],
                                                         profile=config["profile"]["name"])
         frames.append(df)
     if not frames:
         raise FileNotFoundError(f"no layers.csv below {root}: run `make reproduce-p3-rand` first")
     df = pd.concat(frames, ignore_index=True)
-    df["layer"] = df["layer"].astype(str)
     df["r_ratio"] = df["r_norm"] / df["w_norm"]
     return df
 

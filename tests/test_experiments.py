@@ -138,8 +138,8 @@ def test_p1_cnn_prunes_conv_layers_at_scaled_epochs(tmp_path, data_root):
 
     config = yaml.safe_load((Path(cfg.run_dir) / "config.yaml").read_text())
     convs = {n: m for n, m in build_run_model(config).named_modules() if isinstance(m, nn.Conv2d)}
-    layers = pd.read_csv(Path(cfg.run_dir) / "layers.csv")
-    first = layers[layers["epoch"] == 1].set_index(layers[layers["epoch"] == 1]["layer"].astype(str))
+    layers = pd.read_csv(Path(cfg.run_dir) / "layers.csv", dtype={"layer": str})
+    first = layers[layers["epoch"] == 1].set_index("layer")
     assert len(convs) == 5
     for name, conv in convs.items():  # fitted through the unfolded out x (in * 3 * 3) matrix
         assert (first.loc[name, "out"], first.loc[name, "fan_in"]) == (conv.out_channels, conv.in_channels * 9)
