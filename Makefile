@@ -17,7 +17,7 @@ export RMT_RUNS_DIR := $(abspath $(RUNS))
 FIG     := figures/$(PROFILE)
 
 .PHONY: install data test test-all reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-fig4 \
-        reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag reproduce-p2-fig2 reproduce-p2-fig3 reproduce-p2-fig4 \
+        reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag reproduce-p1-cnn reproduce-p1-confidence reproduce-p2-fig2 reproduce-p2-fig3 reproduce-p2-fig4 \
         reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand reproduce-p3-loss reproduce-all figures export-results lock clean-runs
 
 $(STAMP): pyproject.toml requirements/lock.txt
@@ -97,12 +97,23 @@ reproduce-p1-mag: reproduce-fig1
 	$(PY) -m experiments.magnitude_sweep profile_name=$(PROFILE)
 	$(PY) -m analysis p1-mag --run $(RUNS)/p1_mag/$(PROFILE)/fig1b --out $(FIG)
 
+# P1 confidence lemma: [784, N, N, 10] nets for 5 widths, then the bound check.
+reproduce-p1-confidence: data
+	$(PY) -m experiments.train -m experiment=p1_confidence profile=$(PROFILE) $(SWEEP)
+	$(PY) -m experiments.confidence_bound profile_name=$(PROFILE)
+	$(PY) -m analysis p1-confidence --run $(RUNS)/p1_confidence_bound/$(PROFILE) --out $(FIG)
+
+# P1 CNN on Fashion-MNIST, conv layers pruned through their unfolded matrices.
+reproduce-p1-cnn: data
+	$(PY) -m experiments.train -m experiment=p1_cnn profile=$(PROFILE) $(SWEEP)
+	$(PY) -m analysis p1-cnn --runs $(RUNS)/p1_cnn/$(PROFILE) --out $(FIG)
+
 # P3 loss vs randomness removed / noise added, on the L2-trained P3 randomness run.
 reproduce-p3-loss: reproduce-p3-rand
 	$(PY) -m experiments.randomness_removal profile_name=$(PROFILE)
 	$(PY) -m analysis p3-loss --run $(RUNS)/p3_loss/$(PROFILE)/from-l2_strong-s0 --out $(FIG)
 
-reproduce-all: reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag \
+reproduce-all: reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag reproduce-p1-cnn reproduce-p1-confidence \
                reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-loss
 
 # Every figure from the committed run records in results/ (no training) into docs/figures/.

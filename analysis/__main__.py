@@ -6,6 +6,7 @@
     python -m analysis p3-rand --runs runs/p3_rand/quick     # P3 randomness vs epoch + verdicts
     python -m analysis p3-loss --run runs/p3_loss/quick/from-l2_strong-s0
     python -m analysis p1-mag --run runs/p1_mag/quick/fig1b
+    python -m analysis p1-confidence --run runs/p1_confidence_bound/quick
     python -m analysis p2-synthetic --runs runs/p2_synthetic # P2 Figs. 2-3
     python -m analysis p2-fig5 --run runs/p2_fig5/paper/layer1
     python -m analysis esd --run runs/p2_fig4/paper/fc1000-s0 [--layers 1]   # layer ESDs (P2 Fig. 4)
@@ -22,6 +23,7 @@ from analysis.esd import plot_esd_grid
 from analysis.curves import CURVE_FIGURES, plot_curves
 from analysis.p2_fig5 import plot_p2_fig5
 from analysis.p2_synthetic import plot_p2_fig2, plot_p2_fig3
+from analysis.p1_confidence import plot_p1_confidence
 from analysis.p1_mag import plot_p1_mag
 from analysis.p3_loss import plot_p3_loss
 from analysis.randomness import plot_randomness
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     loss.add_argument("--run", default="runs/p3_loss/quick/from-l2_strong-s0")
     mag = sub.add_parser("p1-mag", help="P1 accuracy vs non-zero parameters (magnitude sweep)")
     mag.add_argument("--run", default="runs/p1_mag/quick/fig1b")
+    conf = sub.add_parser("p1-confidence", help="P1 confidence lemma: logit change vs tau_N, label flips, vs width")
+    conf.add_argument("--run", default="runs/p1_confidence_bound/quick")
     syn = sub.add_parser("p2-synthetic", help="P2 Figs. 2-3 from experiments.synthetic runs")
     syn.add_argument("--runs", default="runs/p2_synthetic")
     f5 = sub.add_parser("p2-fig5", help="P2 Fig. 5 from an experiments.rank_sweep run")
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     esd.add_argument("--run", required=True)
     esd.add_argument("--layers", nargs="*", help="module names (default: all Linear/Conv2d layers)")
     esd.add_argument("--name", default="esd", help="output file stem (default: esd)")
-    for p in (*curve_parsers, rand, loss, mag, syn, f5, esd):
+    for p in (*curve_parsers, rand, loss, mag, conf, syn, f5, esd):
         p.add_argument("--out", default="figures", help="output folder (default: figures)")
     exp = sub.add_parser("export", help="copy run records (no checkpoints) to another folder, e.g. results/")
     exp.add_argument("--runs", required=True)
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 paths += write_p2_parameter_table(args.runs, out)
         elif args.command == "p3-rand":
             paths = plot_randomness(args.runs, out)
+        elif args.command == "p1-confidence":
+            paths = plot_p1_confidence(args.run, out)
         elif args.command == "p1-mag":
             paths = plot_p1_mag(args.run, out)
         elif args.command == "p3-loss":

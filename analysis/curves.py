@@ -46,6 +46,8 @@ CURVE_FIGURES = {
                                panel_titles={"ablation": "[784,3000,3000,3000,3000,500,10] (scaled by the profile)"}),
     "p1-ablation-train": CurveFigure("p1_fmnist_ablation", "Fashion-MNIST ablation — train accuracy", ("ablation",),
                                      "p1_ablation_train", "train_acc"),
+    "p1-cnn": CurveFigure("p1_cnn", "P1 CNN — Fashion-MNIST test accuracy, normal vs RMT-pruned (conv + FC)", ("cnn",), "p1_cnn",
+                          panel_titles={"cnn": "convs [32,64,128,256,512] → FC [4608,1000,10] (scaled by the profile)"}),
     "p2-examples": CurveFigure("p2_examples", "P2 Examples 4.3-4.7 (Figs. 6-10) — MNIST test accuracy, non-split vs split",
                                ("p2_ex4_3", "p2_ex4_4", "p2_ex4_5", "p2_ex4_6", "p2_ex4_7"), "p2_examples",
                                panel_titles={f"p2_ex4_{i}": f"Ex. 4.{i}" for i in range(3, 8)}),

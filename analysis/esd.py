@@ -32,7 +32,7 @@ def run_spectra(run_dir: str | Path) -> tuple[list[tuple[str, tuple[int, int], n
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
     title = f"{config.get('name')}/{config.get('run_name')}"
     if (run_dir / "spectra.csv").exists():
-        df = pd.read_csv(run_dir / "spectra.csv")
+        df = pd.read_csv(run_dir / "spectra.csv", dtype={"layer": str})
         out = [(str(name), (int(g["out"].iloc[0]), int(g["fan_in"].iloc[0])), g["singular_value"].to_numpy())
                for name, g in df.groupby("layer", sort=False)]
         return out, f"{title} (final)"

@@ -146,3 +146,18 @@ def test_p1_cnn_prunes_conv_layers_at_scaled_epochs(tmp_path, data_root):
     paper = train.effective_settings(compose_named("train", "experiment=p1_cnn", "profile=paper"))
     assert paper["sizes"] == [4608, 1000, 10] and paper["prune_epochs"] == [11, 22]
     assert paper["channels"] == [1, 32, 64, 128, 256, 512]
+
+
+def test_confidence_bound_on_width_sweep(tmp_path, data_root):
+    from experiments import confidence_bound
+
+    for width in (32, 64):
+        cfg = compose_named("train", "experiment=p1_confidence", f"model.hidden=[{width},{width}]", "profile=smoke",
+                            "profile.width_scale=1.0", "logger=local", "progress=false", f"paths.runs_dir={tmp_path}",
+                            f"paths.data_dir={data_root}")
+        train.run(cfg)
+    table = confidence_bound.run(compose_named("confidence_bound", f"runs={tmp_path}/p1_confidence/smoke", f"run_dir={tmp_path}/cb"))
+    assert list(table["N"]) == [32, 64]
+    assert table["bound_held"].between(0, 1).all() and (table["label_flips"] <= table["n_inputs"]).all()
+    assert (table["flips_among_confident"] <= table["label_flips"]).all()
+    assert analysis_main(["p1-confidence", "--run", str(tmp_path / "cb"), "--out", str(tmp_path)]) == 0
