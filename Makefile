@@ -117,13 +117,26 @@ reproduce-all: reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-v
                reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-loss
 
 # Every figure from the committed run records in results/ (no training) into docs/figures/.
+R := results
+D := docs/figures
 figures: install
-	$(PY) -m analysis fig1 --runs results/fig1 --profile quick --out docs/figures/quick
-	$(PY) -m analysis fig1-train --runs results/fig1 --profile quick --out docs/figures/quick
-	$(PY) -m analysis fig1 --runs results/variants/resplit-product/fig1 --out docs/figures/quick-resplit-product
-	$(PY) -m analysis p2-synthetic --runs results/p2_synthetic --out docs/figures/paper
-	$(PY) -m analysis esd --run results/p2_fig4/paper/fc1000-s0 --layers 1 --name p2_fig4 --out docs/figures/paper
-	$(PY) -m analysis p2-fig5 --run results/p2_fig5/paper/layer1 --out docs/figures/paper
+	for f in fig1 fig1-train p1-fig2; do $(PY) -m analysis $$f --runs $(R)/fig1/quick --out $(D)/quick || exit 1; done
+	for f in p1-fig3 p1-fig4; do $(PY) -m analysis $$f --runs $(R)/p1_fig3/quick --out $(D)/quick || exit 1; done
+	for f in p1-var p1-var-train; do $(PY) -m analysis $$f --runs $(R)/p1_var/quick --out $(D)/quick || exit 1; done
+	for f in p1-ablation p1-ablation-train; do $(PY) -m analysis $$f --runs $(R)/p1_fmnist_ablation/quick --out $(D)/quick || exit 1; done
+	$(PY) -m analysis p1-cnn --runs $(R)/p1_cnn/quick --out $(D)/quick
+	$(PY) -m analysis p1-mag --run $(R)/p1_mag/quick/fig1b --out $(D)/quick
+	$(PY) -m analysis p1-confidence --run $(R)/p1_confidence_bound/quick --out $(D)/quick
+	$(PY) -m analysis p2-examples --runs $(R)/p2_examples/quick --out $(D)/quick
+	$(PY) -m analysis esd --run $(R)/p2_examples/quick/p2_ex4_3-normal-s0 --name esd_p2_ex4_3_non_split --out $(D)/quick
+	$(PY) -m analysis esd --run $(R)/p2_examples/quick/p2_ex4_3-rmt-s0 --name esd_p2_ex4_3_split --out $(D)/quick
+	$(PY) -m analysis p3-rand --runs $(R)/p3_rand/quick --out $(D)/quick
+	$(PY) -m analysis p3-loss --run $(R)/p3_loss/quick/from-l2_strong-s0 --out $(D)/quick
+	$(PY) -m analysis p2-synthetic --runs $(R)/p2_synthetic --out $(D)/paper
+	$(PY) -m analysis esd --run $(R)/p2_fig4/paper/fc1000-s0 --layers 1 --name p2_fig4 --out $(D)/paper
+	$(PY) -m analysis p2-fig5 --run $(R)/p2_fig5/paper/layer1 --out $(D)/paper
+	$(PY) -m analysis fig1 --runs $(R)/variants/resplit-product/fig1 --out $(D)/variants/resplit-product
+	$(PY) -m analysis p2-examples --runs $(R)/variants/p2-code/p2_examples/quick --out $(D)/variants/p2-code
 
 # Copy the small record files (no checkpoints) of every run in $(RUNS) into results/ (to commit them).
 export-results: install

@@ -29,7 +29,7 @@ def plot_p3_loss(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
             ax.set_title(label, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    verdict = ", ".join(f"{s}: monotone in ϑ {summary[s]['theta_reg_loss_monotone_in_theta']}, in ε {summary[s]['noise_reg_loss_monotone_in_eps']}"
+    verdict = "; ".join(f"{s}: vs removed {summary[s]['reg_loss_vs_removed']}, vs ε {summary[s]['reg_loss_vs_eps']}"
                         for s in ("train", "test"))
-    fig.suptitle(f"P3 — loss vs randomness removed and noise added (reg. loss {verdict})", fontsize=10)
+    fig.suptitle(f"P3 — loss vs randomness removed and noise added\nregularised loss, {verdict}", fontsize=10)
     return save_figure(fig, pd.concat([theta.assign(sweep="theta"), noise.assign(sweep="noise")]), Path(out_dir) / "p3_loss")
