@@ -20,7 +20,7 @@ def save_figure(fig, values: pd.DataFrame, stem: str | Path) -> list[Path]:
     fig.tight_layout()
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf"), stem.with_suffix(".csv")]
     fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible bytes
     plt.close(fig)
     values.to_csv(paths[2], index=False)
     return paths

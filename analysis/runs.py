@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,7 @@ import yaml
 
 RUN_COLUMNS = ["run_id", "name", "panel", "arm", "series", "seed", "profile", "topology_start", "params_start", "params_final"]
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "params", "keep_fraction", "n_splits", "time_s"]
-RECORD_FILES = ("config.yaml", "metrics.csv", "metrics.jsonl", "layers.csv", "summary.json", "env.json", "spectra.csv",
-                "rank_sweep.csv", "eigenvalues.csv", "fit.json", "lambda_vs_alpha.csv", "lambda_vs_beta.csv")
+NOT_EXPORTED = (".pt", ".tmp", ".log")  # checkpoints, partial writes, Hydra's job logs
 
 
 def run_meta(run_id: str, config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -90,15 +88,16 @@ def load_wandb_runs(path: str, api: Any = None, filters: dict | None = None) -> 
     return _frame(frames)
 
 
-def export_records(src: str | Path, dst: str | Path, files: Iterable[str] = RECORD_FILES) -> int:
-    """Copy the small record files (no checkpoints) of every run below `src` to the same place below `dst`."""
+def export_records(src: str | Path, dst: str | Path) -> int:
+    """Copy the record files of every run below `src` (all its files but checkpoints and logs; no
+    sub-folders such as wandb/) to the same place below `dst`."""
     src, dst = Path(src), Path(dst)
     count = 0
     for run_dir in run_dirs(src, marker="config.yaml"):
         target = dst / run_dir.relative_to(src)
         target.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            if (run_dir / name).exists():
-                shutil.copyfile(run_dir / name, target / name)
+        for path in run_dir.iterdir():
+            if path.is_file() and path.suffix not in NOT_EXPORTED and path.name != "wandb_id.txt":
+                shutil.copyfile(path, target / path.name)
         count += 1
     return count
