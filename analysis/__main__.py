@@ -31,6 +31,16 @@ from analysis.runs import export_records, load_runs, load_wandb_runs
 from analysis.tables import write_p2_parameter_table
 
 
+# Figures drawn from one run folder of a post-training runner: command -> (help, default run, plot(run, out)).
+RUN_FIGURES = {
+    "p1-mag": ("P1 accuracy vs non-zero parameters (magnitude sweep)", "runs/p1_mag/quick/fig1b", plot_p1_mag),
+    "p1-confidence": ("P1 confidence lemma: logit change vs tau_N, label flips, vs width", "runs/p1_confidence_bound/quick",
+                      plot_p1_confidence),
+    "p2-fig5": ("P2 Fig. 5 from an experiments.rank_sweep run", "runs/p2_fig5/paper/layer1", plot_p2_fig5),
+    "p3-loss": ("P3 loss vs randomness removed / noise added", "runs/p3_loss/quick/from-l2_strong-s0", plot_p3_loss),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,21 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         curve_parsers.append(fig)
     rand = sub.add_parser("p3-rand", help="P3 randomness vs epoch, with the monotonicity verdicts")
     rand.add_argument("--runs", default="runs/p3_rand")
-    loss = sub.add_parser("p3-loss", help="P3 loss vs randomness removed / noise added")
-    loss.add_argument("--run", default="runs/p3_loss/quick/from-l2_strong-s0")
-    mag = sub.add_parser("p1-mag", help="P1 accuracy vs non-zero parameters (magnitude sweep)")
-    mag.add_argument("--run", default="runs/p1_mag/quick/fig1b")
-    conf = sub.add_parser("p1-confidence", help="P1 confidence lemma: logit change vs tau_N, label flips, vs width")
-    conf.add_argument("--run", default="runs/p1_confidence_bound/quick")
+    run_parsers = []
+    for key, (help_text, default, _) in RUN_FIGURES.items():
+        parser_ = sub.add_parser(key, help=help_text)
+        parser_.add_argument("--run", default=default, help=f"the run folder (default: {default})")
+        run_parsers.append(parser_)
     syn = sub.add_parser("p2-synthetic", help="P2 Figs. 2-3 from experiments.synthetic runs")
     syn.add_argument("--runs", default="runs/p2_synthetic")
-    f5 = sub.add_parser("p2-fig5", help="P2 Fig. 5 from an experiments.rank_sweep run")
-    f5.add_argument("--run", default="runs/p2_fig5/paper/layer1")
     esd = sub.add_parser("esd", help="grid of layer ESDs with fitted MP densities from a run's checkpoint")
     esd.add_argument("--run", required=True)
     esd.add_argument("--layers", nargs="*", help="module names (default: all Linear/Conv2d layers)")
     esd.add_argument("--name", default="esd", help="output file stem (default: esd)")
-    for p in (*curve_parsers, rand, loss, mag, conf, syn, f5, esd):
+    for p in (*curve_parsers, *run_parsers, rand, syn, esd):
         p.add_argument("--out", default="figures", help="output folder (default: figures)")
     exp = sub.add_parser("export", help="copy run records (no checkpoints) to another folder, e.g. results/")
     exp.add_argument("--runs", required=True)
@@ -77,16 +84,10 @@ def main(argv: list[str] | None = None) -> int:
                 paths += write_p2_parameter_table(args.runs, out)
         elif args.command == "p3-rand":
             paths = plot_randomness(args.runs, out)
-        elif args.command == "p1-confidence":
-            paths = plot_p1_confidence(args.run, out)
-        elif args.command == "p1-mag":
-            paths = plot_p1_mag(args.run, out)
-        elif args.command == "p3-loss":
-            paths = plot_p3_loss(args.run, out)
+        elif args.command in RUN_FIGURES:
+            paths = RUN_FIGURES[args.command][2](args.run, out)
         elif args.command == "p2-synthetic":
             paths = plot_p2_fig2(args.runs, out) + plot_p2_fig3(args.runs, out)
-        elif args.command == "p2-fig5":
-            paths = plot_p2_fig5(args.run, out / "p2_fig5")
         else:
             paths = plot_esd_grid(args.run, out / args.name, layers=args.layers)
     except (FileNotFoundError, ValueError) as exc:

@@ -15,7 +15,7 @@ AUTHORS_ACC = [8.92, 54.59, 75.75, 84.64, 90.71, 95.45, 97.29, 97.73, 98.02, 98.
 AUTHORS_PREDICTED_RANK, AUTHORS_FULL = 56, 98.29
 
 
-def plot_p2_fig5(run_dir: str | Path, out_stem: str | Path) -> list[Path]:
+def plot_p2_fig5(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not (run_dir / "rank_sweep.csv").exists():
         raise FileNotFoundError(f"no rank_sweep.csv in {run_dir}: run `python -m experiments.rank_sweep` first")
@@ -32,4 +32,5 @@ def plot_p2_fig5(run_dir: str | Path, out_stem: str | Path) -> list[Path]:
     ax.set_title("P2 Fig. 5 — accuracy vs rank of one layer", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    return save_figure(fig, sweep.assign(authors_acc=[AUTHORS_ACC[i] if i < len(AUTHORS_ACC) else None for i in range(len(sweep))]), out_stem)
+    return save_figure(fig, sweep.assign(authors_acc=[AUTHORS_ACC[i] if i < len(AUTHORS_ACC) else None for i in range(len(sweep))]),
+                       Path(out_dir) / "p2_fig5")

@@ -13,7 +13,6 @@ after, and the fitted entry variance of W2 times N (the lemma's normalisation as
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import hydra
@@ -24,7 +23,8 @@ from torch import nn
 
 from analysis.runs import run_dirs
 from experiments.checkpoints import load_run_model
-from experiments.data import DataUnavailableError, run_data
+from experiments.data import run_data
+from experiments.errors import run_or_exit
 from experiments.records import RunRecord
 from rmt.mp import fit_spectra
 
@@ -79,10 +79,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="confidence_bound")
 def main(cfg: DictConfig) -> None:
-    try:
-        table = run(cfg)
-    except (DataUnavailableError, FileNotFoundError, ValueError) as exc:
-        sys.exit(f"error: {exc}")
+    table = run_or_exit(run, cfg, extra=(ValueError,))
     print(table[["N", "bound_held", "median_change_over_tau", "label_flips", "flips_among_confident", "acc_before", "acc_after"]].to_string(index=False))
 
 

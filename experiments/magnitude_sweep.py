@@ -9,7 +9,6 @@ test accuracy and the number of non-zero parameters are recorded.  Writes `magni
 
 from __future__ import annotations
 
-import sys
 
 import hydra
 import pandas as pd
@@ -17,7 +16,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checkpoints import load_run_model
-from experiments.data import DataUnavailableError, run_data
+from experiments.data import run_data
+from experiments.errors import run_or_exit
 from experiments.records import RunRecord
 from experiments.train import evaluate
 from rmt.spectra import spectral_layers
@@ -56,10 +56,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="magnitude_sweep")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = run(cfg)
-    except (DataUnavailableError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    summary = run_or_exit(run, cfg)
     print({arm: (s["params"], round(s["test_acc"], 4)) for arm, s in summary.items()})
 
 

@@ -12,7 +12,6 @@ P3's noise check: increasing in eps).
 
 from __future__ import annotations
 
-import sys
 
 import hydra
 import numpy as np
@@ -23,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from experiments.checkpoints import load_run_model
-from experiments.data import DataUnavailableError, batches, run_data
+from experiments.data import batches, run_data
+from experiments.errors import run_or_exit
 from experiments.records import RunRecord
 from rmt.mp import fit_spectra
 from rmt.models import output_layer_name
@@ -114,10 +114,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="randomness_removal")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = run(cfg)
-    except (DataUnavailableError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    summary = run_or_exit(run, cfg)
     for split in ("train", "test"):
         s = summary[split]
         print(f"{split}: reg. loss vs randomness removed: {s['reg_loss_vs_removed']} {s['reg_loss_removed0_vs_removed1']}; "

@@ -10,7 +10,6 @@ the correct formula and with the authors' (`compat`).  Writes `rank_sweep.csv` a
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -19,7 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checkpoints import load_run_model
-from experiments.data import DataUnavailableError, run_data
+from experiments.data import run_data
+from experiments.errors import run_or_exit
 from experiments.records import RunRecord
 from experiments.train import evaluate
 from rmt.mp import fit_spectra
@@ -63,10 +63,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="rank_sweep")
 def main(cfg: DictConfig) -> None:
-    try:
-        summary = run(cfg)
-    except (DataUnavailableError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    summary = run_or_exit(run, cfg)
     print(f"full {summary['full_test_acc']:.4f}; predicted rank {summary['predicted_rank_correct']} "
           f"(compat {summary['predicted_rank_compat']}) -> {summary['test_acc_at_predicted_correct']:.4f}; {Path(cfg.run_dir)}")
 

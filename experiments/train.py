@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from experiments.checkpoints import build_run_model, load_checkpoint, save_checkpoint
-from experiments.data import DataUnavailableError, batches, run_data
+from experiments.data import batches, run_data
+from experiments.errors import RunConfigError, run_or_exit
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
 from rmt.models import conv_flat_dim, linear_topology, output_layer_name
 from rmt.prune import LayerPrune, apply_splits, count_parameters, mp_prune_step
@@ -34,10 +34,6 @@ from rmt.spectra import batched_svdvals, fit_layers, layer_matrix, spectral_laye
 ARMS = ("normal", "rmt")
 # Config parts that do not change results: excluded from the resume fingerprint.
 NON_RESULT_KEYS = ("logger", "paths", "progress", "threads", "run_dir")
-
-
-class RunConfigError(ValueError):
-    """The run directory holds a run made with different settings."""
 
 
 def effective_settings(cfg: DictConfig) -> dict:
@@ -241,11 +237,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    try:
-        summary = run(cfg)
-    except (DataUnavailableError, RunConfigError) as exc:
-        sys.exit(f"error: {exc}")
-    return summary["final_test_acc"]
+    return run_or_exit(run, cfg)["final_test_acc"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,26 @@
+"""User errors of the runners: each ends the command with one readable line instead of a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from experiments.data import DataUnavailableError
+
+T = TypeVar("T")
+
+
+class RunConfigError(ValueError):
+    """The run directory holds a run made with different settings."""
+
+
+USER_ERRORS = (DataUnavailableError, RunConfigError, FileNotFoundError)
+
+
+def run_or_exit(run: Callable[..., T], *args, extra: tuple[type[Exception], ...] = ()) -> T:
+    """`run(*args)`; a user error (missing data or runs, a clashing run folder) exits with `error: ...`."""
+    try:
+        return run(*args)
+    except (*USER_ERRORS, *extra) as exc:
+        sys.exit(f"error: {exc}")
