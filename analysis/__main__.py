@@ -19,17 +19,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.esd import plot_esd_grid
 from analysis.curves import CURVE_FIGURES, plot_curves
-from analysis.p2_fig5 import plot_p2_fig5
-from analysis.p2_synthetic import plot_p2_fig2, plot_p2_fig3
+from analysis.esd import plot_esd_grid
 from analysis.p1_confidence import plot_p1_confidence
 from analysis.p1_mag import plot_p1_mag
+from analysis.p2_fig5 import plot_p2_fig5
+from analysis.p2_synthetic import plot_p2_fig2, plot_p2_fig3
 from analysis.p3_loss import plot_p3_loss
 from analysis.randomness import plot_randomness
 from analysis.runs import export_records, load_runs, load_wandb_runs
 from analysis.tables import write_p2_parameter_table
-
 
 # Figures drawn from one run folder of a post-training runner: command -> (help, default run, plot(run, out)).
 RUN_FIGURES = {

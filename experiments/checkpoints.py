@@ -15,7 +15,7 @@ import torch
 import yaml
 from torch import nn
 
-from rmt.models import build_model
+from rmt.models import build_from_record
 from rmt.prune import apply_splits
 
 
@@ -46,17 +46,6 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     return None
 
 
-def build_run_model(config: dict) -> nn.Module:
-    """A fresh (unsplit) model as a run's resolved config describes it."""
-    m, eff = config["model"], config["effective"]
-    if m["kind"] == "cnn":
-        return build_model("cnn", channels=eff["channels"], hidden=eff["sizes"][1:-1], num_classes=eff["sizes"][-1],
-                           image_size=config["data"]["image_size"], pool_after=m["pool_after"], init=m["init"],
-                           activation=m["activation"])
-    return build_model(m["kind"], sizes=eff["sizes"], init=m["init"], activation=m["activation"],
-                       output_relu=m.get("output_relu", False))
-
-
 def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict, dict]:
     """The trained model of a finished or interrupted run: (model in eval mode, config, checkpoint)."""
     run_dir = Path(run_dir)
@@ -66,6 +55,6 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict, dict]:
     ckpt = load_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint: the run has not finished an epoch")
-    model = apply_splits(build_run_model(config), [tuple(s) for s in ckpt["splits"]])
+    model = apply_splits(build_from_record(config), [tuple(s) for s in ckpt["splits"]])
     model.load_state_dict(ckpt["model"])
     return model.eval(), config, ckpt

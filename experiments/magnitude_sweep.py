@@ -9,7 +9,6 @@ test accuracy and the number of non-zero parameters are recorded.  Writes `magni
 
 from __future__ import annotations
 
-
 import hydra
 import pandas as pd
 import torch

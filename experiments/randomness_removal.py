@@ -12,7 +12,6 @@ P3's noise check: increasing in eps).
 
 from __future__ import annotations
 
-
 import hydra
 import numpy as np
 import pandas as pd
@@ -25,8 +24,8 @@ from experiments.checkpoints import load_run_model
 from experiments.data import batches, run_data
 from experiments.errors import run_or_exit
 from experiments.records import RunRecord
-from rmt.mp import fit_spectra
 from rmt.models import output_layer_name
+from rmt.mp import fit_spectra
 
 
 @torch.no_grad()

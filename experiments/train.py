@@ -23,11 +23,16 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from experiments.checkpoints import build_run_model, load_checkpoint, save_checkpoint
+from experiments.checkpoints import load_checkpoint, save_checkpoint
 from experiments.data import batches, run_data
 from experiments.errors import RunConfigError, run_or_exit
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
-from rmt.models import conv_flat_dim, linear_topology, output_layer_name
+from rmt.models import (
+    build_from_record,
+    conv_flat_dim,
+    linear_topology,
+    output_layer_name,
+)
 from rmt.prune import LayerPrune, apply_splits, count_parameters, mp_prune_step
 from rmt.spectra import batched_svdvals, fit_layers, layer_matrix, spectral_layers
 
@@ -152,7 +157,7 @@ def run(cfg: DictConfig) -> dict:
 
     # Model: the seed alone fixes the initial weights, so both arms of a seed start identical.
     torch.manual_seed(cfg.seed)
-    model = build_run_model(config)
+    model = build_from_record(config)
     min_rank = {output_layer_name(model): int(cfg.data.num_classes)}  # P1: output layer never below #classes
     params_start = count_parameters(model)
     splits: list[list] = []

@@ -4,7 +4,14 @@ No Hydra, no W&B: plain functions on tensors and modules.
 """
 
 from rmt.mp import MPFit, fit_mp, fit_spectra, mp_cdf, mp_edges, mp_pdf, mp_quantile
-from rmt.prune import FactorPair, apply_splits, count_parameters, mp_prune_step, pruning_units, split_layer
+from rmt.prune import (
+    FactorPair,
+    apply_splits,
+    count_parameters,
+    mp_prune_step,
+    pruning_units,
+    split_layer,
+)
 from rmt.spectra import batched_svdvals, fit_layers, layer_matrix, spectral_layers
 from rmt.tracy_widom import tw1_cdf, tw1_quantile
 

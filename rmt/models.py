@@ -105,3 +105,16 @@ def output_layer_name(model: nn.Module) -> str:
     if not names:
         raise ValueError("model has no Linear layer")
     return names[-1]
+
+
+def build_from_record(config: dict) -> nn.Module:
+    """A fresh (unsplit) model as a run record's resolved config (`model` + `effective`) describes it."""
+    m, eff = config["model"], config["effective"]
+    if m["kind"] == "cnn":
+        return build_model("cnn", channels=eff["channels"], hidden=eff["sizes"][1:-1], num_classes=eff["sizes"][-1],
+                           image_size=config["data"]["image_size"], pool_after=m["pool_after"], init=m["init"],
+                           activation=m["activation"])
+    if m["kind"] == "timm":
+        return build_model("timm", name=m["name"], pretrained=False)
+    return build_model(m["kind"], sizes=eff["sizes"], init=m["init"], activation=m["activation"],
+                       output_relu=m.get("output_relu", False))

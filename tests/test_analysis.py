@@ -9,7 +9,13 @@ import pytest
 
 from analysis.__main__ import main as analysis_main
 from analysis.curves import CURVE_FIGURES, curve_values, plot_curves
-from analysis.runs import METRIC_COLUMNS, RUN_COLUMNS, export_records, load_runs, load_wandb_runs
+from analysis.runs import (
+    METRIC_COLUMNS,
+    RUN_COLUMNS,
+    export_records,
+    load_runs,
+    load_wandb_runs,
+)
 from experiments import train
 
 FIG1 = CURVE_FIGURES["fig1"]

@@ -137,10 +137,10 @@ def test_p1_cnn_prunes_conv_layers_at_scaled_epochs(tmp_path, data_root):
     import yaml
     from torch import nn
 
-    from experiments.checkpoints import build_run_model
+    from rmt.models import build_from_record
 
     config = yaml.safe_load((Path(cfg.run_dir) / "config.yaml").read_text())
-    convs = {n: m for n, m in build_run_model(config).named_modules() if isinstance(m, nn.Conv2d)}
+    convs = {n: m for n, m in build_from_record(config).named_modules() if isinstance(m, nn.Conv2d)}
     layers = pd.read_csv(Path(cfg.run_dir) / "layers.csv", dtype={"layer": str})
     first = layers[layers["epoch"] == 1].set_index("layer")
     assert len(convs) == 5

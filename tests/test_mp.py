@@ -5,7 +5,15 @@ import pytest
 import torch
 from scipy.integrate import quad
 
-from rmt.mp import fit_mp, fit_spectra, mp_cdf, mp_edges, mp_pdf, mp_quantile, tw_edge_factor
+from rmt.mp import (
+    fit_mp,
+    fit_spectra,
+    mp_cdf,
+    mp_edges,
+    mp_pdf,
+    mp_quantile,
+    tw_edge_factor,
+)
 from rmt.tracy_widom import tw1_cdf, tw1_quantile
 
 CASES = [(1.0, 0.1), (0.5, 0.5), (2.0, 1.0), (0.02, 0.26)]

@@ -8,7 +8,15 @@ from torch import nn
 
 from rmt.models import build_model, linear_topology, output_layer_name
 from rmt.mp import fit_mp
-from rmt.prune import FactorPair, apply_splits, count_parameters, kept_rank, mp_prune_step, split_layer, split_pays_off
+from rmt.prune import (
+    FactorPair,
+    apply_splits,
+    count_parameters,
+    kept_rank,
+    mp_prune_step,
+    split_layer,
+    split_pays_off,
+)
 from rmt.spectra import fit_layers, layer_matrix, spectral_layers
 
 
