@@ -9,7 +9,6 @@ of layers that do / do not fit MP.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,9 @@ import pandas as pd
 import torch
 import yaml
 
-from analysis.plotting import plt, save_figure
+from analysis.plotting import save_figure
 from experiments.checkpoints import load_run_model
-from rmt.mp import fit_spectra, mp_pdf
+from rmt.plotting import esd_grid
 from rmt.spectra import batched_svdvals, layer_matrix, spectral_layers
 
 
@@ -52,26 +51,5 @@ def plot_esd_grid(run_dir: str | Path, out_stem: str | Path, layers: list[str] |
     chosen = [sp for sp in spectra if layers is None or sp[0] in layers]
     if not chosen:
         raise ValueError(f"no such layers in {run_dir}: {layers}; known: {[sp[0] for sp in spectra]}")
-    cols = min(4, len(chosen))
-    rows = math.ceil(len(chosen) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    table = []
-    for ax, (name, shape, s) in zip(axes.flat, chosen):
-        n = max(shape)
-        fit = fit_spectra(s[None], n, alpha=alpha, beta=beta)[0]
-        eig = s**2 / n
-        shown = eig[eig <= x_edges * fit.lambda_plus]
-        heights, _, _ = ax.hist(shown, bins=80, density=True, color="tab:gray", alpha=0.6,
-                                label=f"ESD ({len(eig) - len(shown)} beyond)")
-        x = np.linspace(1e-6, fit.lambda_plus, 600)
-        ax.plot(x, mp_pdf(x, fit.sigma2, fit.c) * len(eig) / len(shown), color="tab:red", label=f"MP σ²={fit.sigma2:.3g}")
-        ax.axvline(fit.lambda_plus, color="k", ls="--", lw=1, label=f"λ₊ ({fit.n_spikes} spikes)")
-        ax.set_ylim(0, 1.15 * heights.max())  # a square layer's MP density diverges at 0
-        ax.set_title(f"{name} {shape}  GoF {fit.gof:.3f}", fontsize=8)
-        ax.legend(fontsize=6)
-        table.append({"layer": name, "out": shape[0], "fan_in": shape[1], **fit.as_dict(),
-                      "fits_mp": fit.gof < gof_threshold, "eigenvalues_beyond_plot": len(eig) - len(shown)})
-    for ax in list(axes.flat)[len(chosen):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    return save_figure(fig, pd.DataFrame(table), out_stem)
+    fig, table = esd_grid(chosen, alpha=alpha, beta=beta, gof_threshold=gof_threshold, x_edges=x_edges, title=title)
+    return save_figure(fig, table, out_stem)

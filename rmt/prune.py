@@ -40,12 +40,44 @@ class FactorPair(nn.Sequential):
 
     @property
     def rank(self) -> int:
-        return self[0].weight.shape[0]
+        """The narrowest inner width of the chain (nested pairs included): an upper bound of its matrix rank."""
+        first, second = self
+        width = first.rank if isinstance(first, FactorPair) else first.weight.shape[0]
+        return min(width, second.rank) if isinstance(second, FactorPair) else width
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of the Linear and Conv2d layers for one forward pass of `example`
+    (attention matmuls, norms and activations are not counted)."""
+    total = 0
+
+    def hook(mod, inputs, output):
+        nonlocal total
+        if isinstance(mod, nn.Linear):
+            total += output.numel() * mod.in_features
+        else:
+            total += output.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def _end_layer(module: nn.Module, end: int) -> nn.Module:
+    """The first (`end = 0`) or last (`end = 1`) plain layer of a layer or a (nested) factor pair."""
+    while isinstance(module, FactorPair):
+        module = module[end]
+    return module
 
 
 def _factor_layers(module: nn.Module, rank: int) -> FactorPair:
     """Empty factor pair of rank `rank` with the input side and output side of `module` (a layer or a pair)."""
-    first_like, last_like = (module[0], module[1]) if isinstance(module, FactorPair) else (module, module)
+    first_like, last_like = _end_layer(module, 0), _end_layer(module, 1)
     kw = {"device": first_like.weight.device, "dtype": first_like.weight.dtype}
     has_bias = last_like.bias is not None
     if isinstance(first_like, nn.Linear):
@@ -59,9 +91,9 @@ def _factor_layers(module: nn.Module, rank: int) -> FactorPair:
 
 
 def unit_matrix(module: nn.Module) -> torch.Tensor:
-    """The `out x fan_in` matrix of a layer, or the product `second @ first` of a factor pair."""
+    """The `out x fan_in` matrix of a layer, or the product `second @ first` of a (nested) factor pair."""
     if isinstance(module, FactorPair):
-        return layer_matrix(module[1]) @ layer_matrix(module[0])
+        return unit_matrix(module[1]) @ unit_matrix(module[0])
     return layer_matrix(module)
 
 
@@ -85,7 +117,7 @@ def split_layer(module: nn.Module, u: torch.Tensor, s: torch.Tensor, vh: torch.T
     root = s[:rank].sqrt()
     pair[0].weight.copy_((root[:, None] * vh[:rank]).reshape(pair[0].weight.shape))
     pair[1].weight.copy_((u[:, :rank] * root[None, :]).reshape(pair[1].weight.shape))
-    bias = (module[1] if isinstance(module, FactorPair) else module).bias
+    bias = _end_layer(module, 1).bias
     if bias is not None:
         pair[1].bias.copy_(bias)
     return pair
@@ -182,7 +214,7 @@ def mp_prune_step(
         for j, i in enumerate(idx):
             name, mod = units[i]
             fit = fits[j]
-            is_conv = isinstance(mod[0] if isinstance(mod, FactorPair) else mod, nn.Conv2d)
+            is_conv = isinstance(_end_layer(mod, 0), nn.Conv2d)
             accepted = fit.gof < (conv_gof_threshold if is_conv and conv_gof_threshold is not None else gof_threshold)
             current = mod.rank if isinstance(mod, FactorPair) else fit.m
             rank = min(current, kept_rank(fit, keep_fraction, _min_rank_for(name, min_rank))) if accepted else current

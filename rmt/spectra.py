@@ -31,18 +31,46 @@ def spectral_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 @torch.no_grad()
-def batched_svdvals(matrices: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    """Singular values (descending) of each matrix; same-shape matrices share one batched call."""
+def batched_svdvals(matrices: Iterable[torch.Tensor], device: str | torch.device | None = None) -> list[torch.Tensor]:
+    """Singular values (descending) of each matrix; same-shape matrices share one batched call.
+
+    With `device`, each stack is moved there (e.g. a GPU) in float32 and the results come back to the CPU.
+    """
     mats = list(matrices)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, m in enumerate(mats):
         groups[(tuple(m.shape), m.dtype, m.device)].append(i)
     out: list[torch.Tensor | None] = [None] * len(mats)
     for idx in groups.values():
-        svals = torch.linalg.svdvals(torch.stack([mats[i].detach() for i in idx]))
+        stack = torch.stack([mats[i].detach() for i in idx])
+        if device is not None:
+            stack = stack.to(device=device, dtype=torch.float32)
+        svals = torch.linalg.svdvals(stack)
+        if device is not None:
+            svals = svals.cpu()
         for j, i in enumerate(idx):
             out[i] = svals[j]
     return out  # type: ignore[return-value]
+
+
+def fit_matrices(
+    matrices: list[tuple[str, torch.Tensor]],
+    alpha: float = 0.25,
+    beta: float = 0.1,
+    compat: bool = False,
+    device: str | torch.device | None = None,
+) -> dict[str, tuple[MPFit, torch.Tensor]]:
+    """MP fit and singular values of named `out x fan_in` matrices (batched SVD and vectorised fit per shape)."""
+    svals = batched_svdvals([m for _, m in matrices], device=device)
+    by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, (_, m) in enumerate(matrices):
+        by_shape[tuple(m.shape)].append(i)
+    fits: dict[str, tuple[MPFit, torch.Tensor]] = {}
+    for shape, idx in by_shape.items():
+        batch = torch.stack([svals[i] for i in idx])
+        for i, fit in zip(idx, fit_spectra(batch, max(shape), alpha=alpha, beta=beta, compat=compat)):
+            fits[matrices[i][0]] = (fit, svals[i])
+    return fits
 
 
 def fit_layers(
@@ -52,14 +80,5 @@ def fit_layers(
     compat: bool = False,
 ) -> dict[str, MPFit]:
     """MP fit of every layer's spectrum (batched SVD per shape, vectorised fit per shape)."""
-    mats = [layer_matrix(mod) for _, mod in layers]
-    svals = batched_svdvals(mats)
-    by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, m in enumerate(mats):
-        by_shape[tuple(m.shape)].append(i)
-    fits: dict[str, MPFit] = {}
-    for shape, idx in by_shape.items():
-        batch = torch.stack([svals[i] for i in idx])
-        for i, fit in zip(idx, fit_spectra(batch, max(shape), alpha=alpha, beta=beta, compat=compat)):
-            fits[layers[i][0]] = fit
-    return fits
+    fits = fit_matrices([(name, layer_matrix(mod)) for name, mod in layers], alpha=alpha, beta=beta, compat=compat)
+    return {name: fit for name, (fit, _) in fits.items()}

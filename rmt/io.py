@@ -1,0 +1,92 @@
+"""Loading what `rmt analyze` / `rmt prune` are pointed at, and saving pruned models.
+
+A MODEL argument is, in this order:
+- a folder written by `rmt prune` (`rmt_model.json` + `model.pt`);
+- a run folder of this suite (`config.yaml` + `checkpoint.pt`);
+- a checkpoint file (`torch.load(weights_only=True)`): a state dict, or a dict holding one under `model`
+  or `state_dict` (analysable as weights only: no architecture);
+- a timm model name (random init, or `pretrained=True` when the weights are reachable).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from rmt.models import build_from_record, build_model
+from rmt.prune import apply_splits
+
+PRUNED_JSON = "rmt_model.json"
+PRUNED_WEIGHTS = "model.pt"
+
+
+def _state_dict_of(obj) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+        if all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    raise ValueError("the checkpoint holds no state dict (expected tensors, or a dict with 'model' / 'state_dict')")
+
+
+def build_source(source: dict) -> nn.Module:
+    """The unpruned model a source description names: {"kind": "timm", "name", "pretrained"} or {"kind": "record", "config"}."""
+    if source["kind"] == "timm":
+        return build_model("timm", name=source["name"], pretrained=source.get("pretrained", False))
+    if source["kind"] == "record":
+        return build_from_record(source["config"])
+    raise ValueError(f"unknown model source kind {source['kind']!r}")
+
+
+def load_model(spec: str, pretrained: bool = False) -> tuple[nn.Module | dict[str, torch.Tensor], dict]:
+    """(model, or a bare state dict; the source description used by `save_pruned`)."""
+    path = Path(spec)
+    if (path / PRUNED_JSON).exists():
+        record = json.loads((path / PRUNED_JSON).read_text())
+        return load_pruned(path), {**record["source"], "splits": record["splits"]}
+    if (path / "config.yaml").exists() and (path / "checkpoint.pt").exists():
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        ckpt = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+        model = apply_splits(build_from_record(config), [tuple(s) for s in ckpt["splits"]])
+        model.load_state_dict(ckpt["model"])
+        return model, {"kind": "record", "config": config, "splits": ckpt["splits"]}
+    if path.is_file():
+        return _state_dict_of(torch.load(path, map_location="cpu", weights_only=True)), {"kind": "state_dict", "path": str(path)}
+    if path.exists():
+        raise FileNotFoundError(f"{path} is neither a run folder (config.yaml + checkpoint.pt) nor an `rmt prune` output")
+    import timm
+
+    if not timm.list_models(spec) and not timm.list_models(spec.split(".")[0]):
+        close = timm.list_models(f"*{spec.split('_')[0]}*")[:8]
+        raise ValueError(f"{spec!r} is not a file, a folder or a timm model name" + (f"; timm has e.g. {close}" if close else ""))
+    try:
+        model = build_model("timm", name=spec, pretrained=pretrained)
+    except Exception as exc:  # download failures come in many types
+        raise RuntimeError(f"could not create timm model {spec!r} (pretrained={pretrained}): {type(exc).__name__}: {exc}. "
+                           "Without network, drop --pretrained or point HF_HOME at a cache that holds the weights.") from None
+    return model, {"kind": "timm", "name": spec, "pretrained": pretrained}
+
+
+def save_pruned(model: nn.Module, out_dir: str | Path, source: dict, splits: list[tuple[str, int]], meta: dict) -> Path:
+    """Write `model.pt` (state dict) and `rmt_model.json` (source + splits: enough to rebuild the architecture)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base_splits = [tuple(s) for s in source.get("splits", [])]
+    torch.save(model.state_dict(), out / PRUNED_WEIGHTS)
+    record = {"source": {k: v for k, v in source.items() if k != "splits"}, "splits": [list(s) for s in base_splits + list(splits)], **meta}
+    (out / PRUNED_JSON).write_text(json.dumps(record, indent=2, default=str))
+    return out
+
+
+def load_pruned(out_dir: str | Path) -> nn.Module:
+    """Rebuild a model saved by `save_pruned` (architecture from its source and splits, then the weights)."""
+    out = Path(out_dir)
+    record = json.loads((out / PRUNED_JSON).read_text())
+    model = apply_splits(build_source({**record["source"], "pretrained": False}), [tuple(s) for s in record["splits"]])
+    model.load_state_dict(torch.load(out / PRUNED_WEIGHTS, map_location="cpu", weights_only=True))
+    return model.eval()

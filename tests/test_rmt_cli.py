@@ -1,0 +1,101 @@
+"""`rmt analyze` / `rmt prune` on small models: ground truth on random-init timm ViTs, loadable pruned models."""
+
+import copy
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from rmt.__main__ import main as rmt_main
+from rmt.analyze import analyze
+from rmt.io import load_model, load_pruned
+from rmt.models import build_model
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return build_model("timm", name="vit_small_patch16_224")
+
+
+def test_random_init_vit_fits_initialiser_variance(vit):
+    """timm initialises ViT Linear weights with a truncated normal of std 0.02: sigma2 = 4e-4, no spikes."""
+    df = analyze(vit, device="cpu")
+    blocks = df[df["layer"].str.startswith("blocks.")]
+    assert len(blocks) == 48
+    assert (blocks["sigma2"] / 0.02**2).between(0.98, 1.02).all()
+    assert blocks["spikes"].sum() <= 5 and blocks["gof"].max() < 0.02
+    assert set(df.attrs["singular_values"]) == set(df["layer"])
+
+
+def test_analyze_state_dict_equals_module(vit):
+    a = analyze(vit, device="cpu")
+    b = analyze(vit.state_dict(), device="cpu")
+    pd.testing.assert_frame_equal(a.drop(columns="layer"), b.drop(columns="layer"))
+
+
+def test_cli_analyze_writes_table_and_plot(tmp_path, capsys):
+    path = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    torch.save(build_model("fc", sizes=[300, 200, 200, 10]).state_dict(), path)
+    assert rmt_main(["analyze", str(path), "--out", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "esd.png")]) == 0
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert list(table["layer"].astype(str)) == ["1", "3", "5"]
+    assert (tmp_path / "esd.png").stat().st_size > 1000
+    assert "analysed in" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert rmt_main(["analyze", "no_such_model_xyz"]) == 1
+    assert "not a file, a folder or a timm model name" in capsys.readouterr().err
+    path = tmp_path / "w.pt"
+    torch.save({"0.weight": torch.randn(50, 40)}, path)
+    assert rmt_main(["prune", str(path), "--keep-fraction", "0.5", "--out", str(tmp_path / "p")]) == 1
+    assert "needs an architecture" in capsys.readouterr().err
+
+
+def truncated_copy(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, rank in ranks.items():
+            layer = ref.get_submodule(name)
+            w = layer.weight.reshape(layer.weight.shape[0], -1)
+            u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+            layer.weight.copy_(((u[:, :rank] * s[:rank]) @ vh[:rank]).reshape(layer.weight.shape))
+    return ref
+
+
+def test_prune_timm_model_is_smaller_loadable_and_matches_truncation(tmp_path, capsys):
+    torch.manual_seed(0)
+    name = "vit_tiny_patch16_224"
+    assert rmt_main(["prune", name, "--keep-fraction", "0.3", "--out", str(tmp_path / "p")]) == 0
+    assert "MACs" in capsys.readouterr().out
+    pruned = load_pruned(tmp_path / "p")
+    torch.manual_seed(0)
+    dense, _ = load_model(name)
+    import json
+
+    record = json.loads((tmp_path / "p" / "rmt_model.json").read_text())
+    assert record["params_after"] < record["params_before"] and record["macs_after"] < record["macs_before"]
+    ranks = {layer["layer"]: layer["rank"] for layer in record["layers"]}
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), truncated_copy(dense, ranks).eval()(x), atol=2e-4, rtol=1e-3)
+    assert sum(p.numel() for p in pruned.parameters()) == record["params_after"]
+
+
+def test_prune_run_folder_and_prune_again(tmp_path, data_root):
+    from hydra import compose, initialize_config_dir
+
+    from experiments import train
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["profile=smoke", "arm=rmt", "logger=local", "progress=false",
+                                                      f"paths.runs_dir={tmp_path}", f"paths.data_dir={data_root}"])
+    train.run(cfg)
+    assert rmt_main(["prune", cfg.run_dir, "--keep-fraction", "0.5", "--out", str(tmp_path / "a"), "--min-output-rank", "10"]) == 0
+    assert rmt_main(["prune", str(tmp_path / "a"), "--keep-fraction", "0.2", "--out", str(tmp_path / "b")]) == 0
+    model = load_pruned(tmp_path / "b")
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
