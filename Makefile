@@ -132,6 +132,8 @@ figures: install
 	$(PY) -m analysis esd --run $(R)/p2_examples/quick/p2_ex4_3-rmt-s0 --name esd_p2_ex4_3_split --out $(D)/quick
 	$(PY) -m analysis p3-rand --runs $(R)/p3_rand/quick --out $(D)/quick
 	$(PY) -m analysis p3-loss --run $(R)/p3_loss/quick/from-l2_strong-s0 --out $(D)/quick
+	$(PY) -m analysis p3-rand --runs $(R)/p3_rand/paper --out $(D)/paper
+	$(PY) -m analysis p3-loss --run $(R)/p3_loss/paper/from-l2_strong-s0 --out $(D)/paper
 	$(PY) -m analysis p2-synthetic --runs $(R)/p2_synthetic --out $(D)/paper
 	$(PY) -m analysis esd --run $(R)/p2_fig4/paper/fc1000-s0 --layers 1 --name p2_fig4 --out $(D)/paper
 	$(PY) -m analysis p2-fig5 --run $(R)/p2_fig5/paper/layer1 --out $(D)/paper
