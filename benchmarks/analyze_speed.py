@@ -73,13 +73,18 @@ def main() -> None:
             if ww_s is not None:
                 row["weightwatcher_s"] = ww_s
                 row["weightwatcher_over_ours"] = ww_s / row["ours_warm_s"]
-                row["weightwatcher_num_spikes_total"] = int(details["num_spikes"].sum()) if "num_spikes" in details else None
+                row["weightwatcher_num_spikes_total"] = int(details["num_spikes"].sum())
+                # both list the layers in module order; WeightWatcher pools conv kernels, we unfold them
+                if len(details) == len(df):
+                    ours, theirs = df["spikes"].to_numpy(), details["num_spikes"].to_numpy()
+                    row["layers_spike_counts_differ"] = int((ours != theirs).sum())
         row["ours_spikes_total"] = int(df["spikes"].sum())
         results["models"][name] = row
         print(f"{name}: {n_layers} layers | floor {row['floor_s']:.2f} s | ours {row['ours_warm_s']:.2f} s "
               f"(cold {cold:.2f} s) = {row['ours_over_floor']:.2f}x floor"
               + (f" | weightwatcher {row['weightwatcher_s']:.1f} s = {row['weightwatcher_over_ours']:.1f}x ours, "
-                 f"its num_spikes total {row['weightwatcher_num_spikes_total']} vs ours {row['ours_spikes_total']}"
+                 f"its num_spikes total {row['weightwatcher_num_spikes_total']} vs ours {row['ours_spikes_total']} "
+                 f"(differ on {row.get('layers_spike_counts_differ', '?')} of {n_layers} layers)"
                  if "weightwatcher_s" in row else f" | spikes (ours) {row['ours_spikes_total']}"), flush=True)
     if args.json:
         with open(args.json, "w") as fh:

@@ -68,8 +68,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     if not sources:
         raise FileNotFoundError(f"no runs below {cfg.runs}: run `make reproduce-p1-confidence` (the p1_confidence sweep) first")
     record = RunRecord(cfg.run_dir)
-    record.write_config(OmegaConf.to_container(cfg, resolve=True))
-    record.write_env()
+    record.begin(OmegaConf.to_container(cfg, resolve=True))
     table = pd.DataFrame([measure(d, cfg.alpha, cfg.beta) for d in sources]).sort_values("N")
     table.to_csv(record.dir / "confidence_bound.csv", index=False)
     record.write_summary({"widths": table["N"].tolist(), "bound_held_everywhere": bool((table["bound_held"] == 1.0).all()),

@@ -29,8 +29,7 @@ def nonzero_parameters(model: torch.nn.Module) -> int:
 @torch.no_grad()
 def run(cfg: DictConfig) -> dict:
     record = RunRecord(cfg.run_dir)
-    record.write_config(OmegaConf.to_container(cfg, resolve=True))
-    record.write_env()
+    record.begin(OmegaConf.to_container(cfg, resolve=True))
     rows, summary = [], {}
     for arm, source_run in (("normal", cfg.normal_run), ("rmt", cfg.rmt_run)):
         model, source, _ = load_run_model(source_run)

@@ -55,8 +55,7 @@ def trend(values: np.ndarray) -> str:
 def run(cfg: DictConfig) -> dict:
     model, source, _ = load_run_model(cfg.source_run)
     record = RunRecord(cfg.run_dir)
-    record.write_config({**OmegaConf.to_container(cfg, resolve=True), "source_config": source})
-    record.write_env()
+    record.begin({**OmegaConf.to_container(cfg, resolve=True), "source_config": source})
     lam = cfg.lambda_l2 if cfg.lambda_l2 is not None else source["reg"]["l2"]
     data = {"train": run_data(source, train=True), "test": run_data(source, train=False)}
     out_name = output_layer_name(model)

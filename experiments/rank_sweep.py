@@ -30,8 +30,7 @@ from rmt.spectra import layer_matrix
 def run(cfg: DictConfig) -> dict:
     model, source, _ = load_run_model(cfg.source_run)
     record = RunRecord(cfg.run_dir)
-    record.write_config({**OmegaConf.to_container(cfg, resolve=True), "source_config": source})
-    record.write_env()
+    record.begin({**OmegaConf.to_container(cfg, resolve=True), "source_config": source})
     x_test, y_test = run_data(source, train=False)
     layer = model.get_submodule(cfg.layer)
     weight = layer.weight.detach().clone()

@@ -135,6 +135,11 @@ class RunRecord:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
 
+    def begin(self, config: dict) -> None:
+        """Write the resolved config and the environment: the first two files of every record."""
+        self.write_config(config)
+        self.write_env()
+
     def write_config(self, config: dict) -> None:
         (self.dir / CONFIG_YAML).write_text(yaml.safe_dump(config, sort_keys=False))
 

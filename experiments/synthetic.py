@@ -29,8 +29,7 @@ def p2_signal(n: int) -> np.ndarray:
 
 def run(cfg: DictConfig) -> dict:
     record = RunRecord(cfg.run_dir)
-    record.write_config(OmegaConf.to_container(cfg, resolve=True))
-    record.write_env()
+    record.begin(OmegaConf.to_container(cfg, resolve=True))
     rng = np.random.default_rng(cfg.seed)
     w = rng.standard_normal((cfg.n, cfg.n)) + p2_signal(cfg.n)
     s = np.linalg.svd(w, compute_uv=False)

@@ -179,8 +179,7 @@ def run(cfg: DictConfig) -> dict:
         print(f"resuming {run_dir} after epoch {start_epoch}", file=sys.stderr)
     else:
         record.truncate(0)
-    record.write_config(config)
-    record.write_env()
+    record.begin(config)
     mode = resolve_wandb_mode(cfg.logger.mode)
     mirror = WandbMirror(run_dir, mode, cfg.logger.project, cfg.logger.entity, cfg.logger.group, f"{cfg.name}/{cfg.run_name}",
                          config, list(cfg.logger.tags) or None)

@@ -34,7 +34,7 @@ def _example_input(model: torch.nn.Module, input_size: list[int] | None) -> torc
 def cmd_analyze(args) -> int:
     source, _ = load_model(args.model, pretrained=args.pretrained)
     t0 = time.perf_counter()
-    df = analyze(source, alpha=args.alpha, beta=args.beta, keep_fraction=args.keep_fraction, device=args.device)
+    df = analyze(source, alpha=args.alpha, beta=args.beta, keep_fraction=args.keep_fraction, device=args.device, progress=True)
     seconds = time.perf_counter() - t0
     if args.out:
         out = Path(args.out)

@@ -44,6 +44,7 @@ def analyze(
     keep_fraction: float = 0.0,
     compat: bool = False,
     device: str | torch.device | None = None,
+    progress: bool = False,
 ):
     """Per-layer MP diagnostics (a pandas DataFrame, layers in module order).
 
@@ -55,7 +56,7 @@ def analyze(
 
     device = torch.device(device) if device is not None else _default_device()
     mats = [(name, m) for name, m in weight_matrices(source) if math.floor((1 - alpha) * min(m.shape)) - math.floor(alpha * min(m.shape)) >= 2]
-    fits = fit_matrices(mats, alpha=alpha, beta=beta, compat=compat, device=device)
+    fits = fit_matrices(mats, alpha=alpha, beta=beta, compat=compat, device=device, progress=progress)
     rows = []
     for name, mat in mats:
         fit, s = fits[name]

@@ -31,17 +31,21 @@ def spectral_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 @torch.no_grad()
-def batched_svdvals(matrices: Iterable[torch.Tensor], device: str | torch.device | None = None) -> list[torch.Tensor]:
+def batched_svdvals(matrices: Iterable[torch.Tensor], device: str | torch.device | None = None,
+                    progress: bool = False) -> list[torch.Tensor]:
     """Singular values (descending) of each matrix; same-shape matrices share one batched call.
 
     With `device`, each stack is moved there (e.g. a GPU) in float32 and the results come back to the CPU.
+    `progress` shows a bar over the shape groups.
     """
+    from tqdm.auto import tqdm
+
     mats = list(matrices)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, m in enumerate(mats):
         groups[(tuple(m.shape), m.dtype, m.device)].append(i)
     out: list[torch.Tensor | None] = [None] * len(mats)
-    for idx in groups.values():
+    for idx in tqdm(list(groups.values()), desc="SVD", unit="shape", disable=not progress):
         stack = torch.stack([mats[i].detach() for i in idx])
         if device is not None:
             stack = stack.to(device=device, dtype=torch.float32)
@@ -59,9 +63,10 @@ def fit_matrices(
     beta: float = 0.1,
     compat: bool = False,
     device: str | torch.device | None = None,
+    progress: bool = False,
 ) -> dict[str, tuple[MPFit, torch.Tensor]]:
     """MP fit and singular values of named `out x fan_in` matrices (batched SVD and vectorised fit per shape)."""
-    svals = batched_svdvals([m for _, m in matrices], device=device)
+    svals = batched_svdvals([m for _, m in matrices], device=device, progress=progress)
     by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, (_, m) in enumerate(matrices):
         by_shape[tuple(m.shape)].append(i)
