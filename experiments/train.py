@@ -136,7 +136,7 @@ def layer_stats(model, cfg: DictConfig) -> list[dict]:
     layers = spectral_layers(model)
     fits = fit_layers(layers, alpha=cfg.pruning.alpha, beta=cfg.pruning.beta, compat=cfg.pruning.compat)
     return [LayerPrune(name, mod.weight.shape[0], mod.weight[0].numel(), fits[name], accepted=None, rank=fits[name].m,
-                       split=False).as_dict() for name, mod in layers]
+                       split=False).as_dict() for name, mod in layers if name in fits]
 
 
 def run(cfg: DictConfig) -> dict:

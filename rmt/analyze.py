@@ -12,12 +12,12 @@ smaller), split_pays_off.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from rmt.mp import fits_bema
 from rmt.prune import kept_rank
 from rmt.spectra import fit_matrices, layer_matrix, spectral_layers
 
@@ -55,7 +55,7 @@ def analyze(
     import pandas as pd
 
     device = torch.device(device) if device is not None else _default_device()
-    mats = [(name, m) for name, m in weight_matrices(source) if math.floor((1 - alpha) * min(m.shape)) - math.floor(alpha * min(m.shape)) >= 2]
+    mats = [(name, m) for name, m in weight_matrices(source) if fits_bema(min(m.shape), alpha)]
     fits = fit_matrices(mats, alpha=alpha, beta=beta, compat=compat, device=device, progress=progress)
     rows = []
     for name, mat in mats:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rmt.mp import MPFit, fit_spectra
+from rmt.mp import MPFit, fit_spectra, fits_bema
 from rmt.spectra import SPECTRAL_LAYERS, layer_matrix
 
 
@@ -196,12 +196,12 @@ def mp_prune_step(
     again; `"product"` fits the pair's product `second @ first` and re-splits it at a lower rank.
     `conv_gof_threshold` (default: `gof_threshold`) applies to Conv2d layers (P1's CNN: 0.6 conv, 0.05 FC).
     Returns the per-unit report and the splits made.  Same-shape units share one batched SVD
-    and one vectorised fit.
+    and one vectorised fit.  Layers too small for BEMA's window are left alone and not reported.
     """
     if not 0.0 <= keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
     min_rank = min_rank or {}
-    units = pruning_units(model, resplit)
+    units = [(n, m) for n, m in pruning_units(model, resplit) if fits_bema(min(unit_matrix(m).shape), alpha)]  # tiny layers: left alone
     by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
     mats = [unit_matrix(mod).float() for _, mod in units]
     for i, mat in enumerate(mats):

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from rmt.mp import MPFit, fit_spectra
+from rmt.mp import MPFit, fit_spectra, fits_bema
 
 SPECTRAL_LAYERS = (nn.Linear, nn.Conv2d)
 
@@ -84,6 +84,8 @@ def fit_layers(
     beta: float = 0.1,
     compat: bool = False,
 ) -> dict[str, MPFit]:
-    """MP fit of every layer's spectrum (batched SVD per shape, vectorised fit per shape)."""
-    fits = fit_matrices([(name, layer_matrix(mod)) for name, mod in layers], alpha=alpha, beta=beta, compat=compat)
+    """MP fit of every layer's spectrum (batched SVD per shape, vectorised fit per shape); layers too
+    small for BEMA's window are left out."""
+    mats = [(name, layer_matrix(mod)) for name, mod in layers if fits_bema(min(layer_matrix(mod).shape), alpha)]
+    fits = fit_matrices(mats, alpha=alpha, beta=beta, compat=compat)
     return {name: fit for name, (fit, _) in fits.items()}

@@ -148,3 +148,12 @@ def test_resplit_factors_splits_factors_again():
     mp_prune_step(model, keep_fraction=0.5, min_rank={"5": 10})
     _, splits = mp_prune_step(model, keep_fraction=0.2, min_rank={"5": 10})
     assert any(name.startswith("1.") for name, _ in splits)
+
+
+def test_layers_too_small_for_bema_are_left_alone():
+    torch.manual_seed(0)
+    model = build_model("fc", sizes=[50, 2, 40, 10])  # the 2-wide bottleneck leaves < 2 values in the window
+    assert set(fit_layers(spectral_layers(model))) == {"5"}
+    before = model[1].weight.clone()
+    reports, _ = mp_prune_step(model, keep_fraction=0.5)
+    assert {r.name for r in reports} == {"5"} and torch.equal(model[1].weight, before)
