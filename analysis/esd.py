@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 
 from analysis.plotting import save_figure
 from experiments.checkpoints import load_run_model
+from rmt.analyze import weight_matrices
 from rmt.plotting import esd_grid
-from rmt.spectra import batched_svdvals, layer_matrix, spectral_layers
+from rmt.spectra import batched_svdvals
 
 
 def run_spectra(run_dir: str | Path) -> tuple[list[tuple[str, tuple[int, int], np.ndarray]], str]:
@@ -36,11 +36,9 @@ def run_spectra(run_dir: str | Path) -> tuple[list[tuple[str, tuple[int, int], n
                for name, g in df.groupby("layer", sort=False)]
         return out, f"{title} (final)"
     model, _, ckpt = load_run_model(run_dir)
-    layers = spectral_layers(model)
-    with torch.no_grad():
-        mats = [layer_matrix(m).double() for _, m in layers]
-        svals = batched_svdvals(mats)
-    return [(n, tuple(mat.shape), s.numpy()) for (n, _), mat, s in zip(layers, mats, svals)], f"{title} after epoch {ckpt['epoch']}"
+    mats = [(name, mat.double()) for name, mat in weight_matrices(model)]
+    svals = batched_svdvals(m for _, m in mats)
+    return [(n, tuple(m.shape), s.numpy()) for (n, m), s in zip(mats, svals)], f"{title} after epoch {ckpt['epoch']}"
 
 
 def plot_esd_grid(run_dir: str | Path, out_stem: str | Path, layers: list[str] | None = None, alpha: float = 0.25,

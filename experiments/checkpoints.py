@@ -15,8 +15,7 @@ import torch
 import yaml
 from torch import nn
 
-from rmt.models import build_from_record
-from rmt.prune import apply_splits
+from rmt.models import model_from_record
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
@@ -55,6 +54,4 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict, dict]:
     ckpt = load_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint: the run has not finished an epoch")
-    model = apply_splits(build_from_record(config), [tuple(s) for s in ckpt["splits"]])
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), config, ckpt
+    return model_from_record(config, ckpt).eval(), config, ckpt

@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch import nn
 
-from rmt.models import build_from_record, build_model
+from rmt.models import build_from_record, build_model, model_from_record
 from rmt.prune import apply_splits
 
 PRUNED_JSON = "rmt_model.json"
@@ -52,9 +52,7 @@ def load_model(spec: str, pretrained: bool = False) -> tuple[nn.Module | dict[st
     if (path / "config.yaml").exists() and (path / "checkpoint.pt").exists():
         config = yaml.safe_load((path / "config.yaml").read_text())
         ckpt = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
-        model = apply_splits(build_from_record(config), [tuple(s) for s in ckpt["splits"]])
-        model.load_state_dict(ckpt["model"])
-        return model, {"kind": "record", "config": config, "splits": ckpt["splits"]}
+        return model_from_record(config, ckpt), {"kind": "record", "config": config, "splits": ckpt["splits"]}
     if path.is_file():
         return _state_dict_of(torch.load(path, map_location="cpu", weights_only=True)), {"kind": "state_dict", "path": str(path)}
     if path.exists():

@@ -107,6 +107,15 @@ def output_layer_name(model: nn.Module) -> str:
     return names[-1]
 
 
+def model_from_record(config: dict, checkpoint: dict) -> nn.Module:
+    """The trained model of a run record: its architecture, the checkpoint's splits, then its weights."""
+    from rmt.prune import apply_splits
+
+    model = apply_splits(build_from_record(config), [tuple(s) for s in checkpoint["splits"]])
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
 def build_from_record(config: dict) -> nn.Module:
     """A fresh (unsplit) model as a run record's resolved config (`model` + `effective`) describes it."""
     m, eff = config["model"], config["effective"]

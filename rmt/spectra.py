@@ -86,6 +86,6 @@ def fit_layers(
 ) -> dict[str, MPFit]:
     """MP fit of every layer's spectrum (batched SVD per shape, vectorised fit per shape); layers too
     small for BEMA's window are left out."""
-    mats = [(name, layer_matrix(mod)) for name, mod in layers if fits_bema(min(layer_matrix(mod).shape), alpha)]
+    mats = [(name, mat) for name, mat in ((n, layer_matrix(m)) for n, m in layers) if fits_bema(min(mat.shape), alpha)]
     fits = fit_matrices(mats, alpha=alpha, beta=beta, compat=compat)
     return {name: fit for name, (fit, _) in fits.items()}
