@@ -1,17 +1,19 @@
 # The suite's commands.  `make test` and `make reproduce-fig1` create .venv and install what is
-# missing on first use.  Variables: PROFILE (quick|paper|smoke), JOBS (parallel runs),
-# THREADS (torch threads per run), LOGGER (auto|online|offline|local), RUNS (runs folder).
+# missing on first use.  Variables: PROFILE (quick|paper|smoke), DEVICE (auto|cpu|cuda|cuda:1),
+# JOBS (runs in parallel: 2 on CPU; 10 with PROFILE=paper, so the 10 Fig. 1 runs share one GPU),
+# THREADS (torch CPU threads per run), LOGGER (auto|online|offline|local), RUNS (runs folder).
 PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= quick
-JOBS    ?= 2
+DEVICE  ?= auto
+JOBS    ?= $(if $(filter paper,$(PROFILE)),10,2)
 THREADS ?= 1
 LOGGER  ?= auto
 RUNS    ?= runs
 DATA    ?= data
-SWEEP   := hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) threads=$(THREADS) progress=false logger=$(LOGGER) paths.runs_dir=$(RUNS) paths.data_dir=$(DATA)
+SWEEP   := hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) device=$(DEVICE) threads=$(THREADS) progress=false logger=$(LOGGER) paths.runs_dir=$(RUNS) paths.data_dir=$(DATA)
 
 export RMT_RUNS_DIR := $(abspath $(RUNS))
 FIG     := figures/$(PROFILE)

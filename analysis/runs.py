@@ -17,7 +17,8 @@ import pandas as pd
 import yaml
 
 RUN_COLUMNS = ["run_id", "name", "panel", "arm", "series", "seed", "profile", "topology_start", "params_start", "params_final"]
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "params", "keep_fraction", "n_splits", "time_s"]
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "params", "nonzero", "keep_fraction", "n_splits",
+                  "time_s"]
 NOT_EXPORTED = (".pt", ".tmp", ".log")  # checkpoints, partial writes, Hydra's job logs
 
 

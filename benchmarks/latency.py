@@ -64,8 +64,8 @@ def main() -> None:
         rows += compare(pruned_dir.name, dense, pruned, torch.randn(1, 1, 28, 28), args.batches, args.min_run_time)
     if args.vit:
         torch.manual_seed(0)
-        dense = build_model("timm", name=args.vit).eval()
-        pruned = build_model("timm", name=args.vit).eval()
+        dense = build_model("timm", model_name=args.vit).eval()
+        pruned = build_model("timm", model_name=args.vit).eval()
         pruned.load_state_dict(dense.state_dict())
         mp_prune_step(pruned, args.keep_fraction, resplit="product")
         rows += compare(f"{args.vit} keep {args.keep_fraction}", dense, pruned, torch.randn(1, 3, 224, 224), args.vit_batches, args.min_run_time)

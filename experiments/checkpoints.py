@@ -1,8 +1,10 @@
-"""Checkpoints of a run folder: atomic save with a fallback copy, safe load, model rebuild.
+"""Checkpoints of a run folder: atomic save with a fallback copy, safe load on the CPU.
 
-A checkpoint is a plain dict (tensors, numbers, lists) loadable with `weights_only=True`:
-`epoch`, `model` (state dict), `optimizer`, `splits` (the `(name, rank)` list that rebuilds
-a split architecture), `fingerprint`, `elapsed_s`.
+A checkpoint is a plain dict (tensors, numbers, lists) loadable with `weights_only=True` on any
+device: `epoch`, `model` (state dict), `model_spec` (`rmt.models.build_model(**spec)` rebuilds the
+architecture), `splits` (the `(name, rank)` list that rebuilds a split architecture), `masks`
+(weight name -> bool mask of unstructured pruning), `optimizer`, `fingerprint`, `numerics`
+(device, threads, dtype), `elapsed_s`.  `rmt.models.model_from_checkpoint(ckpt)` rebuilds the model.
 """
 
 from __future__ import annotations
@@ -12,10 +14,6 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
-from torch import nn
-
-from rmt.models import model_from_record
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
@@ -43,15 +41,3 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         raise RuntimeError(f"no readable checkpoint in {run_dir} ({'; '.join(errors)}). "
                            f"Delete the checkpoint files to restart this run from scratch.")
     return None
-
-
-def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict, dict]:
-    """The trained model of a finished or interrupted run: (model in eval mode, config, checkpoint)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    ckpt = load_checkpoint(run_dir)
-    if ckpt is None:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint: the run has not finished an epoch")
-    return model_from_record(config, ckpt).eval(), config, ckpt

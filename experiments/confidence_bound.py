@@ -15,41 +15,35 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import hydra
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from analysis.runs import run_dirs
-from experiments.checkpoints import load_run_model
-from experiments.data import run_data
-from experiments.errors import run_or_exit
-from experiments.records import RunRecord
-from rmt.mp import fit_spectra
+from experiments.common import begin_record, hydra_entry, load_source_run, setup_numerics
+from rmt.mp import split_signal_noise
 
 
 @torch.no_grad()
-def measure(run_dir: Path, alpha: float, beta: float) -> dict:
-    model, config, _ = load_run_model(run_dir)
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+def measure(run_dir: Path, alpha: float, beta: float, device: torch.device) -> dict:
+    source = load_source_run(run_dir, device)
+    linears = [m for m in source.model.modules() if isinstance(m, nn.Linear)]
     if len(linears) != 3 or linears[1].weight.shape[0] != linears[1].weight.shape[1]:
         raise ValueError(f"{run_dir}: the lemma needs an unpruned [in, N, N, out] net, got {[tuple(m.weight.shape) for m in linears]}")
-    w1, w2, w3 = linears
-    x, y = run_data(config, train=False)
-    s = x.flatten(1).double()
-    n = w2.weight.shape[0]
-    u, sv, vh = torch.linalg.svd(w2.weight.double(), full_matrices=False)
-    fit = fit_spectra(sv[None], n, alpha=alpha, beta=beta)[0]
-    keep = sv > fit.sigma_plus
-    s_hat = (u[:, keep] * sv[keep]) @ vh[keep]
+    w1, w2, w3 = (m.weight.double() for m in linears)
+    b1, b2, b3 = (m.bias.double() for m in linears)
+    test = source.data(device).test
+    s, y = test.x.flatten(1).double(), test.y
+    n = w2.shape[0]
+    parts = split_signal_noise(w2, alpha=alpha, beta=beta)
+    fit, s_hat = parts.fit, parts.signal
 
-    hidden = torch.relu(s @ w1.weight.double().T + w1.bias.double())
+    hidden = torch.relu(s @ w1.T + b1)
     def logits(w: torch.Tensor) -> torch.Tensor:
-        return torch.relu(hidden @ w.T + w2.bias.double()) @ w3.weight.double().T + w3.bias.double()
-    full, reduced = logits(w2.weight.double()), logits(s_hat)
+        return torch.relu(hidden @ w.T + b2) @ w3.T + b3
+    full, reduced = logits(w2), logits(s_hat)
     change = (full - reduced).abs().max(dim=1).values
-    tau = 2 * math.sqrt(2) * w3.weight.double().abs().sum(dim=1).max() * (s @ w1.weight.double().T).norm(dim=1) * math.sqrt(math.log(2 * n) / n)
+    tau = 2 * math.sqrt(2) * w3.abs().sum(dim=1).max() * (s @ w1.T).norm(dim=1) * math.sqrt(math.log(2 * n) / n)
     top2 = full.topk(2, dim=1).values
     margin = top2[:, 0] - top2[:, 1]
     flips = full.argmax(1) != reduced.argmax(1)
@@ -64,23 +58,23 @@ def measure(run_dir: Path, alpha: float, beta: float) -> dict:
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
-    sources = run_dirs(cfg.runs)
+    device, _, _ = setup_numerics(cfg)
+    sources = sorted(p.parent for p in Path(cfg.runs).glob("*/checkpoint.pt"))
     if not sources:
-        raise FileNotFoundError(f"no runs below {cfg.runs}: run `make reproduce-p1-confidence` (the p1_confidence sweep) first")
-    record = RunRecord(cfg.run_dir)
-    record.begin(OmegaConf.to_container(cfg, resolve=True))
-    table = pd.DataFrame([measure(d, cfg.alpha, cfg.beta) for d in sources]).sort_values("N")
+        raise FileNotFoundError(f"no trained runs in {cfg.runs}: run `make reproduce-p1-confidence` (the p1_confidence sweep) first")
+    record = begin_record(cfg)
+    table = pd.DataFrame([measure(d, cfg.alpha, cfg.beta, device) for d in sources]).sort_values("N")
     table.to_csv(record.dir / "confidence_bound.csv", index=False)
     record.write_summary({"widths": table["N"].tolist(), "bound_held_everywhere": bool((table["bound_held"] == 1.0).all()),
                           "flips_among_confident": int(table["flips_among_confident"].sum())})
     return table
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="confidence_bound")
-def main(cfg: DictConfig) -> None:
-    table = run_or_exit(run, cfg, extra=(ValueError,))
+def report(table: pd.DataFrame) -> None:
     print(table[["N", "bound_held", "median_change_over_tau", "label_flips", "flips_among_confident", "acc_before", "acc_after"]].to_string(index=False))
 
+
+main = hydra_entry("confidence_bound", run, report, extra_errors=(ValueError,))
 
 if __name__ == "__main__":
     main()

@@ -1,17 +1,20 @@
 """Data layer: dataset registry, offline-first fetching, and in-memory batching.
 
-Where the raw files come from, in order: `$RMT_DATA_MIRROR` (a folder laid out like the data
-root), the repository's sibling `../shared/data` if present, else torchvision's download.
-Small image datasets (MNIST, Fashion-MNIST) are held as tensors in memory and batched by
-index, so the training loop has no DataLoader overhead.  New datasets register a
-`TensorDatasetSpec` (or, for image folders such as ImageNet, a loader of their own).
+A dataset is a registered builder (`@register_dataset(name)`) returning `RunData`: train and test
+splits on the run's device plus the facts a model needs (input shape, number of classes).  Two kinds:
+- in-memory tensors (MNIST, Fashion-MNIST): held on the device and batched by index there, so the
+  training loop has no DataLoader overhead.  Raw files come from, in order: `$RMT_DATA_MIRROR` (a
+  folder laid out like the data root), the repository's sibling `../shared/data` if present, else
+  torchvision's download;
+- image folders in ImageNet layout (`imagenet_folder`): a `DataLoader` with workers over timm's data
+  config and transforms for the run's model, labels = global ImageNet-1k indices.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,29 +111,166 @@ def load_tensors(name: str, root: str | Path, train: bool, scale: str = "minus_o
     return x, ds.targets.long()
 
 
-def subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed random subset of `n` examples (all when `n` is None or too large)."""
-    if n is None or n >= len(x):
-        return x, y
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-    return x[idx], y[idx]
+def subset_indices(n: int, size: int | None, seed: int) -> torch.Tensor | None:
+    """Indices of a fixed random subset of `size` of `n` examples (None: all of them)."""
+    if size is None or size >= n:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
 
 
-def run_data(config: dict, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training or test tensors a run's resolved config asks for (dataset, scale, profile subset)."""
+def shuffled_order(n: int, shuffle_seed: int | None) -> torch.Tensor | None:
+    """The epoch's example order (drawn on the CPU, so every device sees the same batches)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(shuffle_seed)) if shuffle_seed is not None else None
+
+
+class TensorSplit:
+    """A split held as two tensors on the run's device; batches are index slices there (the fast path)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(self, batch_size: int, shuffle_seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Mini-batches in a seeded shuffled order (or in order without a seed), on the tensors' device."""
+        order = shuffled_order(len(self), shuffle_seed)
+        if order is not None:
+            order = order.to(self.x.device)
+        for start in range(0, len(self), batch_size):
+            idx = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+            yield self.x[idx], self.y[idx]
+
+
+class LoaderSplit:
+    """A map-style dataset read by a `DataLoader` with worker processes; batches are moved to `device`."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, device: torch.device, workers: int):
+        self.dataset, self.device, self.workers = dataset, device, workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, batch_size: int, shuffle_seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from torch.utils.data import DataLoader
+
+        gen = torch.Generator().manual_seed(shuffle_seed if shuffle_seed is not None else 0)
+        loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=shuffle_seed is not None, generator=gen,
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False)
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+Split = TensorSplit | LoaderSplit
+
+
+@dataclass
+class RunData:
+    """A run's training and test splits on its device, and the facts a model needs."""
+
+    train: Split
+    test: Split
+    input_shape: tuple[int, ...]  # one example, e.g. (1, 28, 28)
+    num_classes: int
+
+
+DatasetBuilder = Callable[..., RunData]
+DATASETS: dict[str, DatasetBuilder] = {}
+
+
+def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
+    """Register `builder(data: dict, data_dir, device, train_subset, test_subset, model) -> RunData`."""
+
+    def decorate(builder: DatasetBuilder) -> DatasetBuilder:
+        DATASETS[name] = builder
+        return builder
+
+    return decorate
+
+
+def _tensor_dataset(name: str) -> DatasetBuilder:
+    def build(data: dict, data_dir: str | Path, device: torch.device, train_subset: int | None, test_subset: int | None,
+              model: torch.nn.Module | None = None) -> RunData:
+        scale = data.get("scale", "minus_one_one")  # records made before the option existed used [-1, 1]
+        splits = []
+        for train, size in ((True, train_subset), (False, test_subset)):
+            x, y = load_tensors(name, data_dir, train=train, scale=scale)
+            idx = subset_indices(len(y), size, data["subset_seed"])
+            if idx is not None:
+                x, y = x[idx], y[idx]
+            splits.append(TensorSplit(x.to(device), y.to(device)))
+        return RunData(splits[0], splits[1], tuple(splits[0].x.shape[1:]), _spec(name).num_classes)
+
+    return build
+
+
+for _name in TENSOR_DATASETS:
+    register_dataset(_name)(_tensor_dataset(_name))
+
+
+def imagenet_synsets() -> list[str]:
+    """The standard ImageNet-1k class order (synset ids; index = label), from timm's bundled class info."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo().label_names())
+
+
+IMAGENET_LAYOUT = ("{root}/{split}/<synset>/*.JPEG with the standard ILSVRC2012 synset folders (e.g. "
+                   "{root}/{split}/n01440764/ILSVRC2012_val_00000293.JPEG; the validation images sorted into synset folders)")
+
+
+def imagenet_folder_dataset(root: str | Path, split: str, transform) -> torch.utils.data.Dataset:
+    """An ImageFolder whose labels are the global ImageNet-1k indices of its synset folders (a folder may hold
+    only some of the 1000 classes, as in a sample)."""
+    from torchvision.datasets import ImageFolder
+
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise DataUnavailableError(f"no ImageNet split {split!r} at {folder}. Put the images there as "
+                                   + IMAGENET_LAYOUT.format(root=root, split=split)
+                                   + ", or point data.root (or $IMAGENET_ROOT) at the folder that holds train/ and val/.")
+    index = {synset: i for i, synset in enumerate(imagenet_synsets())}
+
+    class GlobalLabels(ImageFolder):
+        def find_classes(self, directory):
+            present = sorted(d.name for d in Path(directory).iterdir() if d.is_dir())
+            unknown = [d for d in present if d not in index]
+            if unknown:
+                raise DataUnavailableError(f"{directory} has folders that are not ImageNet-1k synsets: {unknown[:5]}")
+            if not present:
+                raise DataUnavailableError(f"{directory} holds no synset folders; expected " + IMAGENET_LAYOUT.format(root=root, split=split))
+            return present, {d: index[d] for d in present}
+
+    return GlobalLabels(str(folder), transform=transform)
+
+
+@register_dataset("imagenet_folder")
+def imagenet_folder(data: dict, data_dir: str | Path, device: torch.device, train_subset: int | None,
+                    test_subset: int | None, model: torch.nn.Module | None = None) -> RunData:
+    """ImageNet-layout folders read through timm's data config and transforms for `model`; fixed seeded
+    subsets when the profile asks for them (`None` = the whole folder)."""
+    from timm.data import create_transform, resolve_data_config
+    from torch.utils.data import Subset
+
+    size = data.get("image_size")
+    args = {"input_size": (int(data["channels"]), int(size), int(size))} if size else {}
+    timm_cfg = resolve_data_config(args, model=model)
+    splits = []
+    for split, size_limit, training in ((data["train_split"], train_subset, True), (data["test_split"], test_subset, False)):
+        ds = imagenet_folder_dataset(data["root"], split, create_transform(**timm_cfg, is_training=training))
+        idx = subset_indices(len(ds), size_limit, data["subset_seed"])
+        splits.append(LoaderSplit(Subset(ds, idx.tolist()) if idx is not None else ds, device, int(data["workers"])))
+    return RunData(splits[0], splits[1], tuple(timm_cfg["input_size"]), 1000)
+
+
+def build_data(config: dict, device: torch.device, model: torch.nn.Module | None = None) -> RunData:
+    """The data a run's resolved config asks for (dataset, profile subsets), on `device`."""
     d = config["data"]
-    n = config["effective"]["train_subset" if train else "test_subset"]
-    scale = d.get("scale", "minus_one_one")  # records made before the option existed used [-1, 1]
-    return subset(*load_tensors(d["name"], config["paths"]["data_dir"], train=train, scale=scale), n, d["subset_seed"])
-
-
-def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle_seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of in-memory tensors; shuffled by a generator seeded with `shuffle_seed`."""
-    n = len(x)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(shuffle_seed)) if shuffle_seed is not None else None
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
-        yield x[idx], y[idx]
+    if d["name"] not in DATASETS:
+        raise DataUnavailableError(f"unknown dataset {d['name']!r}; registered: {sorted(DATASETS)}")
+    eff = config["effective"]
+    return DATASETS[d["name"]](d, config["paths"]["data_dir"], device, eff["train_subset"], eff["test_subset"], model)
 
 
 def num_classes(name: str) -> int:

@@ -7,15 +7,16 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from experiments.data import DataUnavailableError
+from rmt.models import WeightsUnavailableError
 
 T = TypeVar("T")
 
 
 class RunConfigError(ValueError):
-    """The run directory holds a run made with different settings."""
+    """A setting is unusable, or the run directory holds a run made with other settings or numerics."""
 
 
-USER_ERRORS = (DataUnavailableError, RunConfigError, FileNotFoundError)
+USER_ERRORS = (DataUnavailableError, RunConfigError, FileNotFoundError, WeightsUnavailableError)
 
 
 def run_or_exit(run: Callable[..., T], *args, extra: tuple[type[Exception], ...] = ()) -> T:

@@ -9,54 +9,43 @@ test accuracy and the number of non-zero parameters are recorded.  Writes `magni
 
 from __future__ import annotations
 
-import hydra
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.checkpoints import load_run_model
-from experiments.data import run_data
-from experiments.errors import run_or_exit
-from experiments.records import RunRecord
-from experiments.train import evaluate
+from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
+from rmt.pruners import count_nonzero
 from rmt.spectra import spectral_layers
-
-
-def nonzero_parameters(model: torch.nn.Module) -> int:
-    return sum(int((p != 0).sum()) for p in model.parameters())
 
 
 @torch.no_grad()
 def run(cfg: DictConfig) -> dict:
-    record = RunRecord(cfg.run_dir)
-    record.begin(OmegaConf.to_container(cfg, resolve=True))
+    device, _, _ = setup_numerics(cfg)
+    record = begin_record(cfg)
     rows, summary = [], {}
     for arm, source_run in (("normal", cfg.normal_run), ("rmt", cfg.rmt_run)):
-        model, source, _ = load_run_model(source_run)
-        x, y = run_data(source, train=False)
+        source = load_source_run(source_run, device)
+        model, test = source.model, source.data(device).test
         weights = [m.weight for _, m in spectral_layers(model)]
         originals = [w.clone() for w in weights]
         for k in range(cfg.k_max):
             threshold = 1.0 / (1 + k)
             for w, orig in zip(weights, originals):
                 w.copy_(torch.where(orig.abs() < threshold, torch.zeros_like(orig), orig))
-            rows.append({"arm": arm, "k": k, "threshold": threshold, "nonzero_params": nonzero_parameters(model),
-                         "test_acc": evaluate(model, x, y, 2000)[1]})
+            rows.append({"arm": arm, "k": k, "threshold": threshold, "nonzero_params": count_nonzero(model),
+                         "test_acc": evaluate(model, test, 2000)[1]})
         for w, orig in zip(weights, originals):
             w.copy_(orig)
         summary[arm] = {"source_run": str(source_run), "params": sum(p.numel() for p in model.parameters()),
-                        "test_acc": evaluate(model, x, y, 2000)[1]}
+                        "test_acc": evaluate(model, test, 2000)[1]}
     df = pd.DataFrame(rows)
     df.to_csv(record.dir / "magnitude_sweep.csv", index=False)
     record.write_summary(summary)
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="magnitude_sweep")
-def main(cfg: DictConfig) -> None:
-    summary = run_or_exit(run, cfg)
-    print({arm: (s["params"], round(s["test_acc"], 4)) for arm, s in summary.items()})
-
+main = hydra_entry("magnitude_sweep", run,
+                   lambda summary: print({arm: (s["params"], round(s["test_acc"], 4)) for arm, s in summary.items()}))
 
 if __name__ == "__main__":
     main()

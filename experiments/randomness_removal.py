@@ -12,33 +12,24 @@ P3's noise check: increasing in eps).
 
 from __future__ import annotations
 
-import hydra
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from experiments.checkpoints import load_run_model
-from experiments.data import batches, run_data
-from experiments.errors import run_or_exit
-from experiments.records import RunRecord
+from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
+from experiments.data import Split
 from rmt.models import output_layer_name
-from rmt.mp import fit_spectra
+from rmt.mp import split_signal_noise
 
 
 @torch.no_grad()
-def losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float) -> dict:
+def losses(model: nn.Module, split: Split, lam: float) -> dict:
     """Mean CE, CE + lam * sum of squared parameters, and accuracy."""
-    ce, correct = 0.0, 0
-    for xb, yb in batches(x, y, 2000):
-        logits = model(xb)
-        ce += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    ce /= len(x)
-    sq = sum(p.pow(2).sum().item() for p in model.parameters())
-    return {"ce": ce, "reg_loss": ce + lam * sq, "acc": correct / len(x)}
+    ce, acc = evaluate(model, split, 2000)
+    sq = float(sum(p.double().pow(2).sum() for p in model.parameters()))
+    return {"ce": ce, "reg_loss": ce + lam * sq, "acc": acc}
 
 
 def trend(values: np.ndarray) -> str:
@@ -53,41 +44,35 @@ def trend(values: np.ndarray) -> str:
 
 @torch.no_grad()
 def run(cfg: DictConfig) -> dict:
-    model, source, _ = load_run_model(cfg.source_run)
-    record = RunRecord(cfg.run_dir)
-    record.begin({**OmegaConf.to_container(cfg, resolve=True), "source_config": source})
-    lam = cfg.lambda_l2 if cfg.lambda_l2 is not None else source["reg"]["l2"]
-    data = {"train": run_data(source, train=True), "test": run_data(source, train=False)}
+    device, _, _ = setup_numerics(cfg)
+    source = load_source_run(cfg.source_run, device)
+    model = source.model
+    record = begin_record(cfg, source_config=source.config)
+    lam = cfg.lambda_l2 if cfg.lambda_l2 is not None else source.config["reg"]["l2"]
+    run_data = source.data(device)
+    data = {"train": run_data.train, "test": run_data.test}
     out_name = output_layer_name(model)
     hidden = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and not n.startswith(out_name)]
     originals = {n: m.weight.detach().clone() for n, m in hidden}
-    parts = {}
-    for name, w in originals.items():
-        u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
-        fit = fit_spectra(s[None], max(w.shape), alpha=cfg.alpha, beta=cfg.beta)[0]
-        bulk = s <= fit.sigma_plus
-        r_hat = ((u[:, bulk] * s[bulk]) @ vh[bulk]).to(w.dtype)
-        parts[name] = (w - r_hat, r_hat)
+    parts = {name: split_signal_noise(w, alpha=cfg.alpha, beta=cfg.beta) for name, w in originals.items()}
 
     def evaluate_all(tag: dict) -> list[dict]:
-        return [{**tag, "split": split, **losses(model, x, y, lam)} for split, (x, y) in data.items()]
+        return [{**tag, "split": name, **losses(model, split, lam)} for name, split in data.items()]
 
     theta_rows = []
     for theta in cfg.thetas:
         for name, m in hidden:
-            s_hat, r_hat = parts[name]
-            m.weight.copy_(s_hat + theta * r_hat)
+            m.weight.copy_(parts[name].signal + theta * parts[name].noise)
         theta_rows += evaluate_all({"theta": theta, "removed": 1 - theta})
     noise_rows = []
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # noise drawn on the CPU: the same draws on every device
     for eps in cfg.epsilons:
         for draw in range(cfg.noise_draws):
             for name, m in hidden:
-                m.weight.copy_(originals[name] + eps * torch.randn(originals[name].shape, generator=gen))
+                m.weight.copy_(originals[name] + eps * torch.randn(originals[name].shape, generator=gen).to(device))
             noise_rows += evaluate_all({"eps": eps, "draw": draw})
     for name, m in hidden:
         m.weight.copy_(originals[name])
-
     theta_df, noise_df = pd.DataFrame(theta_rows), pd.DataFrame(noise_rows)
     theta_df.to_csv(record.dir / "theta_sweep.csv", index=False)
     noise_df.to_csv(record.dir / "noise_sweep.csv", index=False)
@@ -110,14 +95,14 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="randomness_removal")
-def main(cfg: DictConfig) -> None:
-    summary = run_or_exit(run, cfg)
+def report(summary: dict) -> None:
     for split in ("train", "test"):
         s = summary[split]
         print(f"{split}: reg. loss vs randomness removed: {s['reg_loss_vs_removed']} {s['reg_loss_removed0_vs_removed1']}; "
               f"vs noise: {s['reg_loss_vs_eps']} {s['noise_reg_loss_eps0_vs_max']}")
 
+
+main = hydra_entry("randomness_removal", run, report)
 
 if __name__ == "__main__":
     main()

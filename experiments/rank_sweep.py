@@ -10,28 +10,22 @@ the correct formula and with the authors' (`compat`).  Writes `rank_sweep.csv` a
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import hydra
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.checkpoints import load_run_model
-from experiments.data import run_data
-from experiments.errors import run_or_exit
-from experiments.records import RunRecord
-from experiments.train import evaluate
+from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
 from rmt.mp import fit_spectra
 from rmt.spectra import layer_matrix
 
 
 @torch.no_grad()
 def run(cfg: DictConfig) -> dict:
-    model, source, _ = load_run_model(cfg.source_run)
-    record = RunRecord(cfg.run_dir)
-    record.begin({**OmegaConf.to_container(cfg, resolve=True), "source_config": source})
-    x_test, y_test = run_data(source, train=False)
+    device, _, _ = setup_numerics(cfg)
+    source = load_source_run(cfg.source_run, device)
+    model = source.model
+    record = begin_record(cfg, source_config=source.config)
+    test = source.data(device).test
     layer = model.get_submodule(cfg.layer)
     weight = layer.weight.detach().clone()
     mat = layer_matrix(layer).detach()
@@ -42,11 +36,11 @@ def run(cfg: DictConfig) -> dict:
     def accuracy_at(rank: int) -> float:
         trunc = ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(weight.dtype)
         layer.weight.copy_(trunc.reshape(weight.shape))
-        acc = evaluate(model, x_test, y_test, 2000)[1]
+        acc = evaluate(model, test, 2000)[1]
         layer.weight.copy_(weight)
         return acc
 
-    full_acc = evaluate(model, x_test, y_test, 2000)[1]
+    full_acc = evaluate(model, test, 2000)[1]
     ranks = list(range(cfg.ranks.start, min(cfg.ranks.stop, m + 1), cfg.ranks.step))
     rows = [{"rank": k, "test_acc": accuracy_at(k), "layer_params_split": k * (mat.shape[0] + mat.shape[1])} for k in ranks]
     pd.DataFrame(rows).to_csv(record.dir / "rank_sweep.csv", index=False)
@@ -60,11 +54,12 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="rank_sweep")
-def main(cfg: DictConfig) -> None:
-    summary = run_or_exit(run, cfg)
+def report(summary: dict) -> None:
     print(f"full {summary['full_test_acc']:.4f}; predicted rank {summary['predicted_rank_correct']} "
-          f"(compat {summary['predicted_rank_compat']}) -> {summary['test_acc_at_predicted_correct']:.4f}; {Path(cfg.run_dir)}")
+          f"(compat {summary['predicted_rank_compat']}) -> {summary['test_acc_at_predicted_correct']:.4f}")
+
+
+main = hydra_entry("rank_sweep", run, report)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 A run directory holds
 - `config.yaml`   the resolved config plus the `effective` settings the profile produced;
-- `env.json`      package versions, git commit, device;
+- `env.json`      package versions, git commit, device and numerics (earlier sessions of a resumed run in `earlier`);
 - `metrics.jsonl` / `metrics.csv`  one row per epoch (scalars);
 - `layers.csv`    one row per layer and epoch (rank, sigma_plus, bulk fraction, GoF, split, ...);
 - `summary.json`  final numbers, written when the run ends;
@@ -62,7 +62,7 @@ def environment_info() -> dict[str, Any]:
         "python": sys.version.split()[0], "packages": versions, "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")), "hostname": socket.gethostname(),
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu", "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",  # present; a run records what it used "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -135,16 +135,26 @@ class RunRecord:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def begin(self, config: dict) -> None:
-        """Write the resolved config and the environment: the first two files of every record."""
+    def begin(self, config: dict, numerics: dict | None = None, resumed_after: int = 0) -> None:
+        """Write the resolved config and the environment: the first two files of every record.
+
+        `numerics` (device, threads, dtype) go into `env.json`; on a resume (`resumed_after` > 0) the
+        earlier sessions' environments are kept in its `earlier` list, each with the epoch it started after."""
         self.write_config(config)
-        self.write_env()
+        self.write_env(numerics, resumed_after)
 
     def write_config(self, config: dict) -> None:
         (self.dir / CONFIG_YAML).write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def write_env(self) -> None:
-        (self.dir / ENV_JSON).write_text(json.dumps(environment_info(), indent=2))
+    def write_env(self, numerics: dict | None = None, resumed_after: int = 0) -> None:
+        env = {**environment_info(), "started_after_epoch": resumed_after}
+        if numerics:
+            env.update(numerics=numerics, device=numerics["device"])  # the device this run used
+        path = self.dir / ENV_JSON
+        if resumed_after and path.exists():
+            previous = json.loads(path.read_text())
+            env["earlier"] = previous.pop("earlier", []) + [previous]
+        path.write_text(json.dumps(env, indent=2))
 
     def read_rows(self) -> list[dict]:
         path = self.dir / METRICS_JSONL
@@ -163,23 +173,34 @@ class RunRecord:
                 layer_rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= last_epoch]
             self._rewrite_csv(LAYERS_CSV, layer_rows)
 
-    def _rewrite_csv(self, name: str, rows: list[dict]) -> None:
+    def _rewrite_csv(self, name: str, rows: list[dict], columns: list[str] | None = None) -> None:
         path = self.dir / name
         if not rows:
             path.unlink(missing_ok=True)
             return
         with path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(fh, fieldnames=columns or list(dict.fromkeys(k for row in rows for k in row)))
             writer.writeheader()
             writer.writerows(rows)
 
     def _append_csv(self, name: str, rows: list[dict]) -> None:
+        """Append rows; when they bring new columns, the file is rewritten with the union of columns."""
         if not rows:
             return
         path = self.dir / name
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        if path.exists():
+            with path.open(newline="") as fh:
+                header = next(csv.reader(fh), [])
+            if not set(columns) <= set(header):
+                with path.open(newline="") as fh:
+                    old = list(csv.DictReader(fh))
+                self._rewrite_csv(name, old + rows, list(dict.fromkeys([*header, *columns])))
+                return
+            columns = header
         new = not path.exists()
         with path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(fh, fieldnames=columns)
             if new:
                 writer.writeheader()
             writer.writerows(rows)

@@ -9,14 +9,12 @@ Writes to the run folder: `eigenvalues.csv` (spectrum of X = W^T W / N), `fit.js
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.records import RunRecord
+from experiments.common import begin_record, hydra_entry
 from rmt.mp import fit_spectra
 
 
@@ -28,8 +26,7 @@ def p2_signal(n: int) -> np.ndarray:
 
 
 def run(cfg: DictConfig) -> dict:
-    record = RunRecord(cfg.run_dir)
-    record.begin(OmegaConf.to_container(cfg, resolve=True))
+    record = begin_record(cfg)
     rng = np.random.default_rng(cfg.seed)
     w = rng.standard_normal((cfg.n, cfg.n)) + p2_signal(cfg.n)
     s = np.linalg.svd(w, compute_uv=False)
@@ -54,12 +51,9 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="synthetic")
-def main(cfg: DictConfig) -> None:
-    summary = run(cfg)
-    print(f"sigma2 {summary['sigma2']:.4f}  lambda_plus {summary['lambda_plus']:.4f}  "
-          f"eigenvalues above it {summary['n_eigenvalues_above_lambda_plus']}  -> {Path(cfg.run_dir)}")
-
+main = hydra_entry("synthetic", run, lambda summary: print(
+    f"sigma2 {summary['sigma2']:.4f}  lambda_plus {summary['lambda_plus']:.4f}  "
+    f"eigenvalues above it {summary['n_eigenvalues_above_lambda_plus']}"))
 
 if __name__ == "__main__":
     main()

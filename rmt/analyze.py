@@ -1,8 +1,9 @@
 """Data-free spectral diagnostics of any model: one row per Linear / Conv2d layer.
 
 `analyze(model_or_state_dict)` returns a pandas DataFrame.  Same-shape layers share one batched
-`torch.linalg.svdvals` call (on the GPU when one is given or present) and one vectorised MP fit,
-so the cost stays close to the bare SVD floor.  Conv2d kernels are unfolded to `out x (in*k*k)`.
+float64 Gram `eigvalsh` call (`rmt.spectra.gram_svdvals`, with an SVD fallback for ill-conditioned
+layers; on the GPU when one is given or present) and one vectorised MP fit, so the cost stays close
+to the bare Gram-eigvalsh floor.  Conv2d kernels are unfolded to `out x (in*k*k)`.
 
 Columns: layer, out, fan_in, N, M, sigma2, lambda_plus, sigma_plus, spikes, bulk_fraction, gof,
 stable_rank (||W||_F^2 / ||W||_2^2), r_ratio (||R_hat||_F / ||W||_F), params (weights), kept_rank,

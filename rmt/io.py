@@ -2,7 +2,7 @@
 
 A MODEL argument is, in this order:
 - a folder written by `rmt prune` (`rmt_model.json` + `model.pt`);
-- a run folder of this suite (`config.yaml` + `checkpoint.pt`);
+- a run folder of this suite (its `checkpoint.pt` holds the model spec, splits and weights);
 - a checkpoint file (`torch.load(weights_only=True)`): a state dict, or a dict holding one under `model`
   or `state_dict` (analysable as weights only: no architecture);
 - a timm model name (random init, or `pretrained=True` when the weights are reachable).
@@ -14,10 +14,9 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
-from rmt.models import build_from_record, build_model, model_from_record
+from rmt.models import build_model, model_from_checkpoint
 from rmt.prune import apply_splits
 
 PRUNED_JSON = "rmt_model.json"
@@ -35,11 +34,12 @@ def _state_dict_of(obj) -> dict[str, torch.Tensor]:
 
 
 def build_source(source: dict) -> nn.Module:
-    """The unpruned model a source description names: {"kind": "timm", "name", "pretrained"} or {"kind": "record", "config"}."""
+    """The unpruned architecture a source description names: {"kind": "timm", "name"} or {"kind": "spec", "spec"}
+    (a model spec, `rmt.models.build_model(**spec)`)."""
     if source["kind"] == "timm":
-        return build_model("timm", name=source["name"], pretrained=source.get("pretrained", False))
-    if source["kind"] == "record":
-        return build_from_record(source["config"])
+        return build_model("timm", model_name=source["name"])
+    if source["kind"] == "spec":
+        return build_model(**source["spec"])
     raise ValueError(f"unknown model source kind {source['kind']!r}")
 
 
@@ -49,24 +49,18 @@ def load_model(spec: str, pretrained: bool = False) -> tuple[nn.Module | dict[st
     if (path / PRUNED_JSON).exists():
         record = json.loads((path / PRUNED_JSON).read_text())
         return load_pruned(path), {**record["source"], "splits": record["splits"]}
-    if (path / "config.yaml").exists() and (path / "checkpoint.pt").exists():
-        config = yaml.safe_load((path / "config.yaml").read_text())
-        ckpt = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
-        return model_from_record(config, ckpt), {"kind": "record", "config": config, "splits": ckpt["splits"]}
-    if path.is_file():
-        return _state_dict_of(torch.load(path, map_location="cpu", weights_only=True)), {"kind": "state_dict", "path": str(path)}
+    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if isinstance(ckpt, dict) and "model_spec" in ckpt:  # a checkpoint of this suite's runners: it rebuilds itself
+            return model_from_checkpoint(ckpt), {"kind": "spec", "spec": ckpt["model_spec"], "splits": ckpt.get("splits", [])}
+        return _state_dict_of(ckpt), {"kind": "state_dict", "path": str(ckpt_path)}
     if path.exists():
-        raise FileNotFoundError(f"{path} is neither a run folder (config.yaml + checkpoint.pt) nor an `rmt prune` output")
-    import timm
-
-    if not timm.list_models(spec) and not timm.list_models(spec.split(".")[0]):
-        close = timm.list_models(f"*{spec.split('_')[0]}*")[:8]
-        raise ValueError(f"{spec!r} is not a file, a folder or a timm model name" + (f"; timm has e.g. {close}" if close else ""))
+        raise FileNotFoundError(f"{path} is neither a run folder (with checkpoint.pt) nor an `rmt prune` output")
     try:
-        model = build_model("timm", name=spec, pretrained=pretrained)
-    except Exception as exc:  # download failures come in many types
-        raise RuntimeError(f"could not create timm model {spec!r} (pretrained={pretrained}): {type(exc).__name__}: {exc}. "
-                           "Without network, drop --pretrained or point HF_HOME at a cache that holds the weights.") from None
+        model = build_model("timm", model_name=spec, pretrained=pretrained)  # WeightsUnavailableError says what to do
+    except KeyError as exc:
+        raise ValueError(f"{spec!r} is not a file, a folder or a timm model name ({exc.args[0]})") from None
     return model, {"kind": "timm", "name": spec, "pretrained": pretrained}
 
 

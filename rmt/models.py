@@ -1,13 +1,18 @@
 """Model registry: builders by name, so runners and the CLI share one way to make a model.
 
-`build_model("fc", sizes=[784, 1000, 10])` makes the papers' fully connected net;
-`build_model("timm", name="vit_small_patch16_224")` makes a timm model (timm imported lazily).
-Register more with `@register_model("name")`.
+`build_model("fc", hidden=[1000], input_shape=(1, 28, 28), num_classes=10)` makes the papers' fully
+connected net; `build_model("timm", model_name="vit_small_patch16_224")` a timm model (timm imported lazily).
+Register more with `@register_model("name")`: a builder takes its own arguments and, where it needs them,
+the data facts `input_shape` (one example, e.g. `(1, 28, 28)`) and `num_classes`.  A model spec is the dict `{"kind": ..., **arguments}`:
+`build_model(**spec)` rebuilds the architecture, so a checkpoint that stores its spec rebuilds itself
+(`model_from_checkpoint`); nothing here knows a run's config layout.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,26 +29,29 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 
 def build_model(kind: str, **kwargs) -> nn.Module:
-    """Build a registered model; unknown kinds list the known ones."""
+    """Build a registered model (on the CPU); unknown kinds list the known ones."""
     if kind not in MODEL_BUILDERS:
         raise KeyError(f"unknown model kind {kind!r}; known: {sorted(MODEL_BUILDERS)}")
     return MODEL_BUILDERS[kind](**kwargs)
 
 
 @register_model("fc")
-def fc_net(sizes: Sequence[int], init: str = "normal_fan_in", activation: str = "relu", output_relu: bool = False) -> nn.Sequential:
-    """Fully connected net `sizes[0] -> ... -> sizes[-1]`: Flatten, then Linear/activation pairs, no
-    activation after the last Linear (logits) unless `output_relu` (the P2 code's bug, METHOD.md §4.4).
+def fc_net(hidden: Sequence[int], input_shape: Sequence[int], num_classes: int, init: str = "normal_fan_in",
+           activation: str = "relu", output_relu: bool = False) -> nn.Sequential:
+    """Fully connected net `prod(input_shape) -> hidden... -> num_classes`: Flatten, then Linear/activation
+    pairs, no activation after the last Linear (logits) unless `output_relu` (the P2 code's bug, METHOD.md §4.4).
 
     init: `normal_fan_in` = weights N(0, 1/in), biases 0 (P1 code);  `torch_default` =
     PyTorch's U[-1/sqrt(in), 1/sqrt(in)] (P2).
     """
-    sizes = [int(s) for s in sizes]
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"an FC net needs at least an input and an output size >= 1, got {sizes}")
+    sizes = [math.prod(int(d) for d in input_shape), *(int(h) for h in hidden), int(num_classes)]
+    if min(sizes) < 1:
+        raise ValueError(f"an FC net needs sizes >= 1, got {sizes}")
     acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
     if activation not in acts:
         raise ValueError(f"unknown activation {activation!r}; known: {sorted(acts)}")
+    if init not in ("normal_fan_in", "torch_default"):
+        raise ValueError(f"unknown init {init!r}; known: normal_fan_in, torch_default")
     layers: list[nn.Module] = [nn.Flatten()]
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         linear = nn.Linear(d_in, d_out)
@@ -51,8 +59,6 @@ def fc_net(sizes: Sequence[int], init: str = "normal_fan_in", activation: str = 
             with torch.no_grad():
                 linear.weight.normal_(0.0, d_in**-0.5)
                 linear.bias.zero_()
-        elif init != "torch_default":
-            raise ValueError(f"unknown init {init!r}; known: normal_fan_in, torch_default")
         layers.append(linear)
         if i < len(sizes) - 2:
             layers.append(acts[activation]())
@@ -67,30 +73,64 @@ def conv_flat_dim(channels_last: int, image_size: int, n_pools: int) -> int:
 
 
 @register_model("cnn")
-def conv_net(channels: Sequence[int], hidden: Sequence[int], num_classes: int = 10, image_size: int = 28,
+def conv_net(channels: Sequence[int], hidden: Sequence[int], input_shape: Sequence[int], num_classes: int,
              pool_after: Sequence[int] = (1, 2, 3), init: str = "normal_fan_in", activation: str = "relu") -> nn.Sequential:
-    """3x3 conv layers `channels[0] -> ... -> channels[-1]` (padding 1, ReLU, a 2x2 max-pool after the
-    conv layers listed in `pool_after`, 0-based), then the FC net `flat -> hidden -> num_classes`.
+    """3x3 conv layers `input_shape[0] -> channels...` (padding 1, ReLU, a 2x2 max-pool after the conv layers
+    listed in `pool_after`, 0-based), then the FC net `flat -> hidden -> num_classes`.
 
-    The P1 CNN: channels [1, 32, 64, 128, 256, 512], pools after convs 1, 2, 3 -> 512 x 3 x 3 = 4608
+    The P1 CNN: channels [32, 64, 128, 256, 512] on 1 x 28 x 28, pools after convs 1, 2, 3 -> 512 x 3 x 3 = 4608
     features, hidden [1000].  Conv layers keep PyTorch's default init; `init` applies to the FC part.
     """
-    channels = [int(c) for c in channels]
+    in_channels, image_size = int(input_shape[0]), int(input_shape[-1])
+    widths = [in_channels, *(int(c) for c in channels)]
     layers: list[nn.Module] = []
-    for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+    for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
         if i in pool_after:
             layers.append(nn.MaxPool2d(2))
-    flat = conv_flat_dim(channels[-1], image_size, len(pool_after))
-    return nn.Sequential(*layers, *fc_net([flat, *hidden, num_classes], init=init, activation=activation))
+    flat = conv_flat_dim(widths[-1], image_size, len(pool_after))
+    return nn.Sequential(*layers, *fc_net(hidden, (flat,), num_classes, init=init, activation=activation))
 
 
 @register_model("timm")
-def timm_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """A timm model by name (random init unless `pretrained`; weights need network or a local cache)."""
+def timm_model(model_name: str, input_shape: Sequence[int] | None = None, num_classes: int | None = None,
+               kwargs: dict | None = None, pretrained: bool = False, checkpoint: str | None = None) -> nn.Module:
+    """A timm model by name; `kwargs` are timm's (`img_size`, `patch_size`, `depth`, ...), `input_shape[0]` sets
+    `in_chans` and `num_classes` the head (both default to the model's own).
+
+    Initial weights: random (default), `pretrained=True` (timm's hub or cache), or `checkpoint`, a
+    local weights file (timm's `checkpoint_path`).  Without reachable weights this raises a
+    `WeightsUnavailableError` that names the local-file alternative.
+    """
     import timm
 
-    return timm.create_model(name, pretrained=pretrained, **kwargs)
+    args = dict(kwargs or {})
+    if input_shape is not None:
+        args["in_chans"] = int(input_shape[0])
+    if num_classes is not None:
+        args["num_classes"] = int(num_classes)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise WeightsUnavailableError(f"model checkpoint {checkpoint} does not exist")
+    if not timm.list_models(model_name) and not timm.list_models(model_name.split(".")[0]):
+        close = timm.list_models(f"*{model_name.split('_')[0]}*")[:6]
+        raise KeyError(f"timm has no model {model_name!r}" + (f"; e.g. {close}" if close else ""))
+    try:
+        return timm.create_model(model_name, pretrained=pretrained, checkpoint_path=checkpoint or "", **args)
+    except Exception as exc:  # download failures come in many types
+        if not pretrained:
+            raise
+        raise WeightsUnavailableError(_weights_advice(model_name, exc)) from None
+
+
+def _weights_advice(name: str, exc: Exception) -> str:
+    return (f"could not load pretrained weights for timm model {name!r} ({type(exc).__name__}: {str(exc)[:200]}). "
+            f"Without network: download the weights file elsewhere and pass it as a local file "
+            f"(model.checkpoint=/path/to/{name}.safetensors with model.pretrained=false), or point HF_HOME at a "
+            f"Hugging Face cache that holds them.")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but cannot be had (no network, no cache, missing file)."""
 
 
 def linear_topology(model: nn.Module) -> list[int]:
@@ -107,23 +147,14 @@ def output_layer_name(model: nn.Module) -> str:
     return names[-1]
 
 
-def model_from_record(config: dict, checkpoint: dict) -> nn.Module:
-    """The trained model of a run record: its architecture, the checkpoint's splits, then its weights."""
+def model_from_checkpoint(checkpoint: dict) -> nn.Module:
+    """The model a checkpoint describes: `build_model(**checkpoint["model_spec"])`, its `splits`
+    re-applied, then its weights (CPU; move it where you need it)."""
     from rmt.prune import apply_splits
 
-    model = apply_splits(build_from_record(config), [tuple(s) for s in checkpoint["splits"]])
+    if "model_spec" not in checkpoint:
+        raise ValueError("the checkpoint has no `model_spec` (it was written by an older version of the suite): "
+                         "re-run the training to rebuild it")
+    model = apply_splits(build_model(**checkpoint["model_spec"]), [tuple(s) for s in checkpoint.get("splits", [])])
     model.load_state_dict(checkpoint["model"])
     return model
-
-
-def build_from_record(config: dict) -> nn.Module:
-    """A fresh (unsplit) model as a run record's resolved config (`model` + `effective`) describes it."""
-    m, eff = config["model"], config["effective"]
-    if m["kind"] == "cnn":
-        return build_model("cnn", channels=eff["channels"], hidden=eff["sizes"][1:-1], num_classes=eff["sizes"][-1],
-                           image_size=config["data"]["image_size"], pool_after=m["pool_after"], init=m["init"],
-                           activation=m["activation"])
-    if m["kind"] == "timm":
-        return build_model("timm", name=m["name"], pretrained=False)
-    return build_model(m["kind"], sizes=eff["sizes"], init=m["init"], activation=m["activation"],
-                       output_relu=m.get("output_relu", False))

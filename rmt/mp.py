@@ -179,3 +179,25 @@ def fit_mp(W: np.ndarray | torch.Tensor, alpha: float = 0.25, beta: float = 0.1,
         raise ValueError(f"fit_mp needs a 2-D matrix, got shape {tuple(w.shape)}; unfold conv kernels first (rmt.spectra.layer_matrix)")
     s = torch.linalg.svdvals(w.double())
     return fit_spectra(s[None], max(w.shape), alpha=alpha, beta=beta, compat=compat)[0]
+
+
+@dataclass(frozen=True)
+class SignalNoise:
+    """`W = signal + noise`: `noise` = R_hat, the part of the SVD with singular values <= sigma_plus (the MP bulk);
+    `signal` = S_hat = W - R_hat (the spikes).  Both in W's dtype and on W's device."""
+
+    signal: torch.Tensor
+    noise: torch.Tensor
+    fit: MPFit
+
+
+@torch.no_grad()
+def split_signal_noise(W: torch.Tensor, alpha: float = 0.25, beta: float = 0.1, compat: bool = False) -> SignalNoise:
+    """The spiked-model split of a 2-D weight (METHOD.md §1): float64 SVD where W lives, BEMA fit of its spectrum."""
+    if W.ndim != 2:
+        raise ValueError(f"split_signal_noise needs a 2-D matrix, got shape {tuple(W.shape)}")
+    u, s, vh = torch.linalg.svd(W.double(), full_matrices=False)
+    fit = fit_spectra(s[None], max(W.shape), alpha=alpha, beta=beta, compat=compat)[0]
+    bulk = s <= fit.sigma_plus
+    noise = ((u[:, bulk] * s[bulk]) @ vh[bulk]).to(W.dtype)
+    return SignalNoise(W - noise, noise, fit)

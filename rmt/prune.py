@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rmt.mp import MPFit, fit_spectra, fits_bema
-from rmt.spectra import SPECTRAL_LAYERS, layer_matrix
+from rmt.spectra import SPECTRAL_LAYERS, gram_svd, layer_matrix
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -112,9 +112,10 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 @torch.no_grad()
 def split_layer(module: nn.Module, u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int) -> FactorPair:
-    """Factor pair computing the rank-`rank` truncation of `module` (SVD `u, s, vh` of its `unit_matrix`)."""
+    """Factor pair computing the rank-`rank` truncation of `module` (SVD `u, s, vh` of its `unit_matrix`;
+    `s` may live on another device or dtype than `u, vh`)."""
     pair = _factor_layers(module, rank)
-    root = s[:rank].sqrt()
+    root = s[:rank].to(vh).sqrt()
     pair[0].weight.copy_((root[:, None] * vh[:rank]).reshape(pair[0].weight.shape))
     pair[1].weight.copy_((u[:, :rank] * root[None, :]).reshape(pair[1].weight.shape))
     bias = _end_layer(module, 1).bias
@@ -195,21 +196,22 @@ def mp_prune_step(
     `"factors"` (the authors' code) fits each factor as a layer of its own, so factors get split
     again; `"product"` fits the pair's product `second @ first` and re-splits it at a lower rank.
     `conv_gof_threshold` (default: `gof_threshold`) applies to Conv2d layers (P1's CNN: 0.6 conv, 0.05 FC).
-    Returns the per-unit report and the splits made.  Same-shape units share one batched SVD
-    and one vectorised fit.  Layers too small for BEMA's window are left alone and not reported.
+    Returns the per-unit report and the splits made.  Same-shape units share one float64 Gram
+    eigendecomposition (`rmt.spectra.gram_svd`, SVD fallback for ill-conditioned ones, on the weights'
+    device) and one vectorised fit.  Layers too small for BEMA's window are left alone and not reported.
     """
     if not 0.0 <= keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
     min_rank = min_rank or {}
     units = [(n, m) for n, m in pruning_units(model, resplit) if fits_bema(min(unit_matrix(m).shape), alpha)]  # tiny layers: left alone
     by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
-    mats = [unit_matrix(mod).float() for _, mod in units]
+    mats = [unit_matrix(mod) for _, mod in units]
     for i, mat in enumerate(mats):
         by_shape[tuple(mat.shape)].append(i)
     reports: list[LayerPrune | None] = [None] * len(units)
     splits: list[tuple[str, int]] = []
     for shape, idx in by_shape.items():
-        u, s, vh = torch.linalg.svd(torch.stack([mats[i] for i in idx]), full_matrices=False)
+        u, s, vh, _ = gram_svd([mats[i] for i in idx])
         fits = fit_spectra(s, max(shape), alpha=alpha, beta=beta, compat=compat)
         for j, i in enumerate(idx):
             name, mod = units[i]
@@ -225,7 +227,7 @@ def mp_prune_step(
                     splits.append((name, rank))
                     did_split = True
                 else:
-                    trunc = (u[j, :, :rank] * s[j, :rank]) @ vh[j, :rank]
+                    trunc = (u[j, :, :rank] * s[j, :rank].to(u)) @ vh[j, :rank]
                     mod.weight.copy_(trunc.reshape(mod.weight.shape))
             reports[i] = LayerPrune(name, shape[0], shape[1], fit, accepted, rank, did_split)
     return reports, splits  # type: ignore[return-value]

@@ -22,3 +22,11 @@ def test_latency_script(tmp_path):
                     "--vit-batches", "1", "--min-run-time", "0.05", "--json", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=300)
     rows = json.loads(out.read_text())
     assert rows[0]["params_factorized"] < rows[0]["params_dense"] and rows[0]["speedup"] > 0
+
+
+def test_train_speed_script(tmp_path, data_root):
+    out = tmp_path / "train_speed.json"
+    subprocess.run([sys.executable, "benchmarks/train_speed.py", "--device", "cpu", "--profile", "smoke", "--repeats", "1",
+                    "--data-dir", str(data_root), "--json", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    row = json.loads(out.read_text())
+    assert row["device"].startswith("cpu") and row["runner_over_bare"] > 0 and row["prune_over_epoch"] > 0

@@ -28,7 +28,8 @@ def test_defaults_are_p1_training_facts():
 def test_fig1_panels_have_paper_topologies(panel, hidden):
     c = cfg("experiment=fig1", f"panel={panel}", "profile=paper")
     assert list(c.model.hidden) == hidden and c.pruning.gof_threshold == 1.0
-    assert effective_settings(c)["sizes"] == [784, *hidden, 10]
+    spec = effective_settings(c)["model"]
+    assert spec["hidden"] == hidden and spec["input_shape"] == [1, 28, 28] and spec["num_classes"] == 10
     assert c.run_name.startswith(panel)
 
 
@@ -42,7 +43,7 @@ def test_profiles_scale_and_are_recorded():
     paper, quick = effective_settings(cfg("profile=paper")), effective_settings(cfg("profile=quick"))
     assert paper["epochs"] == 100 and paper["keep_horizon"] == 300 and paper["train_subset"] is None
     assert quick["epochs"] == 20 and quick["keep_horizon"] == pytest.approx(60)
-    assert quick["sizes"] == [784, 250, 250, 250, 125, 10] and quick["train_subset"] == 10000
+    assert quick["model"]["hidden"] == [250, 250, 250, 125] and quick["train_subset"] == 10000
 
 
 def test_run_dir_is_deterministic_for_resume():

@@ -1,6 +1,7 @@
 """Data layer: offline mirror first, one clear error when data cannot be had."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,8 +42,53 @@ def test_unknown_dataset_lists_known_ones():
 
 
 def test_batches_cover_data_once_in_seeded_order():
-    x, y = torch.arange(10).float()[:, None], torch.arange(10)
-    first = torch.cat([b for _, b in data.batches(x, y, 3, shuffle_seed=1)])
-    again = torch.cat([b for _, b in data.batches(x, y, 3, shuffle_seed=1)])
+    split = data.TensorSplit(torch.arange(10).float()[:, None], torch.arange(10))
+    first = torch.cat([b for _, b in split.batches(3, shuffle_seed=1)])
+    again = torch.cat([b for _, b in split.batches(3, shuffle_seed=1)])
     assert sorted(first.tolist()) == list(range(10)) and torch.equal(first, again)
     assert not torch.equal(first, torch.arange(10))
+    assert torch.equal(torch.cat([b for _, b in split.batches(4)]), torch.arange(10))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tensor_split_batches_on_the_gpu_in_the_cpu_order():
+    x, y = torch.arange(100).float()[:, None], torch.arange(100)
+    cpu = torch.cat([b for _, b in data.TensorSplit(x, y).batches(7, shuffle_seed=3)])
+    gpu = [b for _, b in data.TensorSplit(x.cuda(), y.cuda()).batches(7, shuffle_seed=3)]
+    assert all(b.is_cuda for b in gpu) and torch.equal(torch.cat(gpu).cpu(), cpu)
+
+
+SAMPLE = data.SHARED_DATA / "imagenet-sample"
+needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason="needs ../shared/data/imagenet-sample")
+
+
+@needs_sample
+def test_imagenet_folder_labels_are_global_indices():
+    import csv
+    import json
+
+    ds = data.imagenet_folder_dataset(SAMPLE, "val", transform=None)
+    expected = {row["filename"]: int(row["class_index"]) for row in csv.DictReader((SAMPLE / "labels.csv").open())}
+    assert len(ds) == 100 and {Path(p).name: label for p, label in ds.samples} == expected
+    index = json.loads((SAMPLE / "imagenet_class_index.json").read_text())
+    assert data.imagenet_synsets() == [index[str(i)][0] for i in range(1000)]
+
+
+@needs_sample
+def test_imagenet_folder_through_timm_transforms(tmp_path):
+    from rmt.models import build_model
+
+    model = build_model("timm", model_name="vit_tiny_patch16_224", kwargs={"img_size": 32, "patch_size": 8, "depth": 1,
+                                                                              "embed_dim": 32, "num_heads": 2}, num_classes=1000)
+    cfg = {"root": str(SAMPLE), "train_split": "val", "test_split": "val", "channels": 3, "image_size": 32,
+           "subset_seed": 0, "workers": 0}
+    run_data = data.imagenet_folder(cfg, "unused", torch.device("cpu"), None, 10, model=model)
+    assert len(run_data.train) == 100 and len(run_data.test) == 10 and run_data.num_classes == 1000
+    x, y = next(run_data.test.batches(4))
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.max() < 1000
+    assert model(x).shape == (4, 1000)
+
+
+def test_missing_imagenet_root_says_what_to_put_where(tmp_path):
+    with pytest.raises(data.DataUnavailableError, match=r"(?s)no ImageNet split 'val'.*<synset>/\*\.JPEG.*IMAGENET_ROOT"):
+        data.imagenet_folder_dataset(tmp_path / "imagenet", "val", transform=None)

@@ -131,24 +131,22 @@ def test_p1_cnn_prunes_conv_layers_at_scaled_epochs(tmp_path, data_root):
     cfg = compose_named("train", "experiment=p1_cnn", "arm=rmt", "profile=smoke", "logger=local", "progress=false",
                         f"paths.runs_dir={tmp_path}", f"paths.data_dir={data_root}")
     settings = train.effective_settings(cfg)
-    assert settings["prune_epochs"] == [1, 2] and settings["channels"][0] == 1
-    assert settings["sizes"][0] == settings["channels"][-1] * 3 * 3
-    train.run(cfg)
-    import yaml
+    assert settings["prune_epochs"] == [1, 2] and settings["model"]["input_shape"] == [1, 28, 28]
+    summary = train.run(cfg)
+    assert summary["topology_start"][0] == settings["model"]["channels"][-1] * 3 * 3
     from torch import nn
 
-    from rmt.models import build_from_record
+    from rmt.models import build_model, linear_topology
 
-    config = yaml.safe_load((Path(cfg.run_dir) / "config.yaml").read_text())
-    convs = {n: m for n, m in build_from_record(config).named_modules() if isinstance(m, nn.Conv2d)}
+    convs = {n: m for n, m in build_model(**settings["model"]).named_modules() if isinstance(m, nn.Conv2d)}
     layers = pd.read_csv(Path(cfg.run_dir) / "layers.csv", dtype={"layer": str})
     first = layers[layers["epoch"] == 1].set_index("layer")
     assert len(convs) == 5
     for name, conv in convs.items():  # fitted through the unfolded out x (in * 3 * 3) matrix
         assert (first.loc[name, "out"], first.loc[name, "fan_in"]) == (conv.out_channels, conv.in_channels * 9)
     paper = train.effective_settings(compose_named("train", "experiment=p1_cnn", "profile=paper"))
-    assert paper["sizes"] == [4608, 1000, 10] and paper["prune_epochs"] == [11, 22]
-    assert paper["channels"] == [1, 32, 64, 128, 256, 512]
+    assert paper["prune_epochs"] == [11, 22] and paper["model"]["channels"] == [32, 64, 128, 256, 512]
+    assert linear_topology(build_model(**paper["model"])) == [4608, 1000, 10]
 
 
 def test_confidence_bound_on_width_sweep(tmp_path, data_root):

@@ -61,16 +61,20 @@ def test_rank_sweep_and_fig5(p2_run, tmp_path):
     assert analysis_main(["p2-fig5", "--run", str(tmp_path / "sweep"), "--out", str(tmp_path / "fig")]) == 0
 
 
-def test_esd_grid_from_record_equals_from_checkpoint(p2_run, tmp_path):
-    from_record = plot_esd_grid(p2_run, tmp_path / "a")[2]
+def test_esd_grid_from_record_equals_rmt_analyze_of_checkpoint(p2_run, tmp_path):
+    from rmt.analyze import analyze
+    from rmt.io import load_model
+
+    a = pd.read_csv(plot_esd_grid(p2_run, tmp_path / "a")[2])
+    b = analyze(load_model(str(p2_run))[0], device="cpu")
+    pd.testing.assert_series_equal(a["sigma2"], b["sigma2"], rtol=1e-4, check_names=False)
     spectra = p2_run / "spectra.csv"
     spectra.rename(p2_run / "spectra.bak")
-    try:
-        from_ckpt = plot_esd_grid(p2_run, tmp_path / "b")[2]
+    try:  # figures read records only
+        with pytest.raises(FileNotFoundError, match="no spectra.csv.*rmt analyze"):
+            plot_esd_grid(p2_run, tmp_path / "b")
     finally:
         (p2_run / "spectra.bak").rename(spectra)
-    a, b = pd.read_csv(from_record), pd.read_csv(from_ckpt)
-    pd.testing.assert_series_equal(a["sigma2"], b["sigma2"], rtol=1e-4)
     assert list(a["layer"].astype(str)) == ["1", "3"] and a["fits_mp"].dtype == bool
     with pytest.raises(ValueError, match="no such layers"):
         plot_esd_grid(p2_run, tmp_path / "c", layers=["7"])

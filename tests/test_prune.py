@@ -62,7 +62,7 @@ def test_kept_rank_formula():
 
 def _model(sizes=(784, 120, 120, 10)):
     torch.manual_seed(0)
-    return build_model("fc", sizes=list(sizes))
+    return build_model("fc", hidden=list(sizes[1:-1]), input_shape=(sizes[0],), num_classes=sizes[-1])
 
 
 def test_prune_step_splits_only_when_it_saves_parameters():
@@ -152,7 +152,7 @@ def test_resplit_factors_splits_factors_again():
 
 def test_layers_too_small_for_bema_are_left_alone():
     torch.manual_seed(0)
-    model = build_model("fc", sizes=[50, 2, 40, 10])  # the 2-wide bottleneck leaves < 2 values in the window
+    model = build_model("fc", hidden=[2, 40], input_shape=(50,), num_classes=10)  # the 2-wide bottleneck leaves < 2 values in the window
     assert set(fit_layers(spectral_layers(model))) == {"5"}
     before = model[1].weight.clone()
     reports, _ = mp_prune_step(model, keep_fraction=0.5)

@@ -16,7 +16,7 @@ from rmt.models import build_model
 @pytest.fixture(scope="module")
 def vit():
     torch.manual_seed(0)
-    return build_model("timm", name="vit_small_patch16_224")
+    return build_model("timm", model_name="vit_small_patch16_224")
 
 
 def test_random_init_vit_fits_initialiser_variance(vit):
@@ -38,7 +38,7 @@ def test_analyze_state_dict_equals_module(vit):
 def test_cli_analyze_writes_table_and_plot(tmp_path, capsys):
     path = tmp_path / "tiny.pt"
     torch.manual_seed(0)
-    torch.save(build_model("fc", sizes=[300, 200, 200, 10]).state_dict(), path)
+    torch.save(build_model("fc", hidden=[200, 200], input_shape=(300,), num_classes=10).state_dict(), path)
     assert rmt_main(["analyze", str(path), "--out", str(tmp_path / "t.csv"), "--plot", str(tmp_path / "esd.png")]) == 0
     table = pd.read_csv(tmp_path / "t.csv")
     assert list(table["layer"].astype(str)) == ["1", "3", "5"]

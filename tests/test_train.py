@@ -11,14 +11,33 @@ import torch
 
 import experiments.train as train
 from experiments.records import resolve_wandb_mode
-from rmt.models import build_model
+from hydra.errors import ConfigCompositionException
+
+from rmt.models import WeightsUnavailableError, build_model, linear_topology, model_from_checkpoint
 from rmt.prune import apply_splits
+from rmt.spectra import spectral_layers
 
 SMOKE = ("profile=smoke", "profile.epoch_scale=0.04")  # 4 epochs
 
 
 def metrics(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(run_dir / "metrics.csv").drop(columns=["time_s"])
+
+
+def crash_after_two_epochs(cfg, monkeypatch) -> None:
+    """Run `cfg` until its third evaluation raises (a crash in epoch 3), leaving two epochs' checkpoint and record."""
+    real_evaluate = train.evaluate
+
+    def crash_on_third(*args, _calls=[0], **kwargs):
+        _calls[0] += 1
+        if _calls[0] == 3:
+            raise KeyboardInterrupt("simulated crash in epoch 3")
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(cfg)
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
 
 
 def test_smoke_run_writes_complete_record(compose_cfg):
@@ -38,12 +57,11 @@ def test_smoke_run_writes_complete_record(compose_cfg):
 
 
 def test_arms_start_from_identical_weights(compose_cfg):
-    sizes = train.effective_settings(compose_cfg(*SMOKE))["sizes"]
     states = []
     for arm in ("normal", "rmt"):
         cfg = compose_cfg(*SMOKE, f"arm={arm}")
         torch.manual_seed(cfg.seed)
-        states.append(build_model("fc", sizes=sizes).state_dict())
+        states.append(build_model(**train.effective_settings(cfg)["model"]).state_dict())
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k])
 
@@ -75,9 +93,11 @@ def test_checkpoint_loads_weights_only_and_rebuilds_split_model(compose_cfg):
     cfg = compose_cfg(*SMOKE, "arm=rmt")
     train.run(cfg)
     ckpt = torch.load(Path(cfg.run_dir) / "checkpoint.pt", weights_only=True)
-    assert ckpt["splits"]
-    model = apply_splits(build_model("fc", sizes=train.effective_settings(cfg)["sizes"]), [tuple(s) for s in ckpt["splits"]])
+    assert ckpt["splits"] and ckpt["numerics"]["device"] == "cpu"
+    model = apply_splits(build_model(**ckpt["model_spec"]), [tuple(s) for s in ckpt["splits"]])
     model.load_state_dict(ckpt["model"])
+    rebuilt = model_from_checkpoint(ckpt)
+    assert linear_topology(rebuilt) == json.loads((Path(cfg.run_dir) / "summary.json").read_text())["topology_final"]
 
 
 def test_corrupt_checkpoint_falls_back_then_fails_clearly(compose_cfg):
@@ -102,8 +122,50 @@ def test_changed_settings_in_same_run_dir_are_refused(compose_cfg):
 
 
 def test_bad_arm_is_a_clear_error(compose_cfg):
-    with pytest.raises(ValueError, match="arm must be one of"):
-        train.run(compose_cfg(*SMOKE, "arm=pruned"))
+    with pytest.raises(ConfigCompositionException, match=r"(?s)arm/pruned.*magnitude\s+normal\s+rmt"):
+        compose_cfg(*SMOKE, "arm=pruned")
+
+
+def test_bad_device_is_a_clear_error(compose_cfg):
+    with pytest.raises(train.RunConfigError, match="device must be"):
+        train.run(compose_cfg(*SMOKE, "device=tpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(train.RunConfigError, match="no CUDA GPU"):
+            train.run(compose_cfg(*SMOKE, "device=cuda"))
+
+
+def test_resume_with_other_threads_is_refused_or_recorded(compose_cfg, monkeypatch):
+    cfg = compose_cfg(*SMOKE, "arm=rmt", "threads=1")
+    crash_after_two_epochs(cfg, monkeypatch)
+    try:
+        with pytest.raises(train.RunConfigError, match="threads.*allow_numerics_change"):
+            train.run(compose_cfg(*SMOKE, "arm=rmt", "threads=2"))
+        assert list(metrics(Path(cfg.run_dir))["epoch"]) == [1, 2]  # the refusal lost nothing
+        train.run(compose_cfg(*SMOKE, "arm=rmt", "threads=2", "allow_numerics_change=true"))
+    finally:
+        torch.set_num_threads(2)
+    env = json.loads((Path(cfg.run_dir) / "env.json").read_text())
+    assert env["numerics"]["threads"] == 2 and env["started_after_epoch"] == 2
+    assert [e["numerics"]["threads"] for e in env["earlier"]] == [1]
+
+
+def test_global_magnitude_prunes_with_frozen_masks(compose_cfg):
+    cfg = compose_cfg(*SMOKE, "arm=magnitude", "pruning.ratio=0.6", "pruning.schedule=constant", "pruning.keep_fraction=0.5",
+                      "pruning.at_epochs=[50]")  # one step, after epoch 2 of 4 (scaled), zeroing 30 % of the weights
+    summary = train.run(cfg)
+    df = metrics(Path(cfg.run_dir))
+    weights = sum(m.weight.numel() for _, m in spectral_layers(build_model(**train.effective_settings(cfg)["model"])))
+    pruned = int(0.3 * weights)
+    assert list(df["params"].unique()) == [summary["params_start"]]  # unstructured: no parameter removed
+    assert (df[df["epoch"] < 2]["nonzero"] > summary["params_start"] - pruned).all()
+    assert (df[df["epoch"] >= 2]["nonzero"] <= summary["params_start"] - pruned).all()
+    assert list(df["keep_fraction"]) == [1.0, 0.5, 1.0, 1.0]
+    ckpt = torch.load(Path(cfg.run_dir) / "checkpoint.pt", weights_only=True)
+    assert sum(int((~m).sum()) for m in ckpt["masks"].values()) == pruned
+    for name, mask in ckpt["masks"].items():  # two epochs of SGD with momentum later, pruned entries are still 0
+        assert (ckpt["model"][name][~mask] == 0).all()
+    layers = pd.read_csv(Path(cfg.run_dir) / "layers.csv")
+    assert {"nonzero", "sparsity", "gof", "sigma_plus"} <= set(layers.columns)
 
 
 class FlakyWandb(types.ModuleType):
@@ -137,3 +199,50 @@ def test_wandb_auto_mode_is_offline_without_credentials(monkeypatch, tmp_path):
     assert resolve_wandb_mode("disabled") == "disabled"
     with pytest.raises(ValueError, match="logger.mode"):
         resolve_wandb_mode("sometimes")
+
+
+SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "imagenet-sample"
+TINY_VIT = ("model=timm", "model.model_name=vit_tiny_patch16_224",
+            "model.kwargs={img_size:32,patch_size:8,depth:1,embed_dim:32,num_heads:2}")
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="needs ../shared/data/imagenet-sample")
+@pytest.mark.parametrize("arm", ["magnitude", "rmt"])
+def test_timm_vit_on_imagenet_folder_end_to_end(compose_cfg, arm):
+    cfg = compose_cfg(*SMOKE, "data=imagenet_folder", f"data.root={SAMPLE}", "data.train_split=val", "data.workers=0",
+                      *TINY_VIT, f"arm={arm}", "train.batch_size=32")
+    summary = train.run(cfg)
+    df = metrics(Path(cfg.run_dir))
+    assert list(df["epoch"]) == [1, 2, 3, 4] and df["test_acc"].between(0, 1).all()
+    if arm == "magnitude":
+        assert summary["nonzero_final"] < summary["params_final"] == summary["params_start"]
+    else:
+        assert summary["params_final"] < summary["params_start"]  # ViT layers split by the MP rule
+    model = model_from_checkpoint(torch.load(Path(cfg.run_dir) / "checkpoint.pt", weights_only=True))
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 1000)
+
+
+def test_pretrained_weights_unreachable_name_the_local_file_option(compose_cfg, monkeypatch):
+    import timm
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(WeightsUnavailableError, match="model.checkpoint=.*HF_HOME"):
+        train.run(compose_cfg(*SMOKE, *TINY_VIT, "model.pretrained=true"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_records_its_device_and_resumes_on_cpu_only_when_allowed(compose_cfg, monkeypatch):
+    cfg = compose_cfg(*SMOKE, "arm=rmt", "device=cuda")
+    crash_after_two_epochs(cfg, monkeypatch)
+    ckpt = torch.load(Path(cfg.run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["numerics"]["device"].startswith("cuda:")
+    with pytest.raises(train.RunConfigError, match="cuda.*allow_numerics_change"):
+        train.run(compose_cfg(*SMOKE, "arm=rmt", "device=cpu"))
+    summary = train.run(compose_cfg(*SMOKE, "arm=rmt", "device=cpu", "allow_numerics_change=true"))
+    env = json.loads((Path(cfg.run_dir) / "env.json").read_text())
+    assert summary["device"] == "cpu" and env["earlier"][0]["device"].startswith("cuda:")
+    gpu_full = train.run(compose_cfg(*SMOKE, "arm=rmt", "device=cuda", "name=gpu-full"))
+    assert gpu_full["final_test_acc"] > 0

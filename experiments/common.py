@@ -1,0 +1,124 @@
+"""What every runner shares: device and numerics settings, evaluation, loading a source run, the Hydra entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import hydra
+import torch
+import torch.nn.functional as F
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.checkpoints import load_checkpoint
+from experiments.data import RunData, Split, build_data
+from experiments.errors import RunConfigError, run_or_exit
+from experiments.records import RunRecord
+from rmt.models import model_from_checkpoint
+
+T = TypeVar("T")
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` -> the GPU when one is present, else the CPU; `cpu`, `cuda`, `cuda:1` as given (checked)."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise RunConfigError(f"device must be auto, cpu, cuda or cuda:<index>; got {spec!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunConfigError(f"device={spec} but no CUDA GPU is visible to torch; use device=cpu or device=auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RunConfigError(f"device={spec} but only {torch.cuda.device_count()} GPU(s) are visible")
+    elif device.type != "cpu":
+        raise RunConfigError(f"device must be auto, cpu, cuda or cuda:<index>; got {spec!r}")
+    return device
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise RunConfigError(f"dtype must be one of {sorted(DTYPES)}; got {name!r}")
+    return DTYPES[name]
+
+
+def numerics(device: torch.device, threads: int | None, dtype: str) -> dict:
+    """The settings besides the config that change a run's numbers: device (GPU model), CPU threads (CPU runs), dtype.
+
+    Call after `torch.set_num_threads`.  Stored in each checkpoint; a resume under other numerics is refused."""
+    if device.type == "cuda":
+        return {"device": f"cuda:{torch.cuda.get_device_name(device)}", "threads": None, "dtype": dtype}
+    return {"device": "cpu", "threads": torch.get_num_threads(), "dtype": dtype}
+
+
+def setup_numerics(cfg: DictConfig) -> tuple[torch.device, torch.dtype, dict]:
+    """Apply `threads`, resolve `device` and `dtype`; returns them and the `numerics` record."""
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device, dtype = resolve_device(str(cfg.device)), resolve_dtype(str(cfg.get("dtype", "float32")))
+    return device, dtype, numerics(device, cfg.threads, str(cfg.get("dtype", "float32")))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` in eval mode over a split; sums stay on the device until the end."""
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for xb, yb in split.batches(batch_size):
+        logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    return loss_sum.item() / len(split), correct.item() / len(split)
+
+
+@dataclass
+class SourceRun:
+    """A finished (or interrupted) training run, loaded to analyse: its model on the device, config, checkpoint."""
+
+    dir: Path
+    model: torch.nn.Module
+    config: dict
+    checkpoint: dict
+
+    def data(self, device: torch.device) -> RunData:
+        return build_data(self.config, device, model=self.model)
+
+
+def load_source_run(run_dir: str | Path, device: torch.device) -> SourceRun:
+    """The trained model of a run folder (eval mode, on `device`), loadable wherever it was trained."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint: the run has not finished an epoch")
+    return SourceRun(run_dir, model_from_checkpoint(ckpt).to(device).eval(), config, ckpt)
+
+
+def begin_record(cfg: DictConfig, **extra) -> RunRecord:
+    """The run folder `cfg.run_dir` with its resolved config (plus `extra` entries) and environment written."""
+    record = RunRecord(cfg.run_dir)
+    record.begin({**OmegaConf.to_container(cfg, resolve=True), **extra})
+    return record
+
+
+def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callable[[T], object] | None = None,
+                extra_errors: tuple[type[Exception], ...] = ()) -> Callable[[], object]:
+    """`main()` of a runner: Hydra composes `conf/<config_name>.yaml`, `run(cfg)` runs with user errors as one
+    `error: ...` line, and `report(result)` prints (its return value is Hydra's job return value)."""
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    def main(cfg: DictConfig) -> object:
+        result = run_or_exit(run, cfg, extra=extra_errors)
+        return report(result) if report is not None else None
+
+    return main

@@ -1,0 +1,156 @@
+"""Pruning methods behind one signature, chosen by name (the runner's `pruning.method`).
+
+    pruner = make_pruner("mp_svd", alpha=0.25, beta=0.1, gof_threshold=1.0, resplit="product")
+    state = PruneState()
+    result = pruner(model, state, keep_fraction=0.8)     # in place; result.layers = per-layer report
+
+`keep_fraction` is the step's scheduled value in [0, 1]: `mp_svd` keeps that share of each layer's MP
+bulk (P1/P2, METHOD.md §5); `global_magnitude` zeroes the `ratio * (1 - keep_fraction)` smallest-|w|
+share of all Linear / Conv2d weights at once (one global threshold, P4 §8 and the P1-mag baseline);
+`none` does nothing.  A pruner changes the model in place and records in `PruneState` what a
+checkpoint needs to rebuild it: the `splits` of structured pruning and the `masks` of unstructured
+pruning.  Masks stay frozen: `state.apply_masks()` after every optimizer step keeps pruned entries at 0.
+Register a new method with `@register_pruner("name")` on a factory that takes its parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from rmt.prune import mp_prune_step
+from rmt.spectra import spectral_layers
+
+
+@dataclass
+class PruneState:
+    """What pruning changed so far: `splits` ((name, rank), in order) and `masks` (weight name -> bool, True = kept)."""
+
+    splits: list[tuple[str, int]] = field(default_factory=list)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    _bound: tuple[list[torch.Tensor], list[torch.Tensor]] | None = field(default=None, repr=False)
+
+    def as_checkpoint(self) -> dict:
+        return {"splits": [list(s) for s in self.splits], "masks": {k: m.cpu() for k, m in self.masks.items()}}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Mapping) -> PruneState:
+        return cls([tuple(s) for s in ckpt.get("splits", [])], dict(ckpt.get("masks", {})))
+
+    def bind(self, model: nn.Module) -> None:
+        """Pair each mask with its parameter on the parameter's device (call after moving or rebuilding the model)."""
+        params = dict(model.named_parameters())
+        missing = sorted(set(self.masks) - set(params))
+        if missing:
+            raise ValueError(f"masks for parameters the model does not have: {missing[:5]}")
+        names = sorted(self.masks)
+        self._bound = ([params[n] for n in names], [self.masks[n].to(params[n].device, params[n].dtype) for n in names])
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Zero the pruned entries (no-op without masks); no host sync."""
+        if self._bound and self._bound[0]:
+            torch._foreach_mul_(*self._bound)
+
+
+@dataclass
+class PruneResult:
+    """One step's per-layer report, and whether modules were replaced (so an optimizer must be re-created)."""
+
+    layers: list[dict]
+    rebuilt: bool = False
+
+
+Pruner = Callable[[nn.Module, PruneState, float], PruneResult]
+PRUNERS: dict[str, Callable[..., Pruner]] = {}
+
+
+def register_pruner(name: str) -> Callable[[Callable[..., Pruner]], Callable[..., Pruner]]:
+    def decorate(factory: Callable[..., Pruner]) -> Callable[..., Pruner]:
+        PRUNERS[name] = factory
+        return factory
+
+    return decorate
+
+
+def make_pruner(method: str, **params) -> Pruner:
+    """The pruner `method` configured with `params`; parameters the method does not take are ignored
+    (a runner's pruning config also holds the MP statistics settings every method logs)."""
+    if method not in PRUNERS:
+        raise KeyError(f"unknown pruning method {method!r}; known: {sorted(PRUNERS)}")
+    factory = PRUNERS[method]
+    accepted = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in params.items() if k in accepted})
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Non-zero entries over all parameters (P3's "parameters" of an unstructured-pruned model)."""
+    return int(sum(torch.count_nonzero(p.detach()) for p in model.parameters()))
+
+
+@register_pruner("none")
+def no_pruning() -> Pruner:
+    """Leaves the model alone."""
+
+    def step(model: nn.Module, state: PruneState, keep_fraction: float) -> PruneResult:
+        return PruneResult([])
+
+    return step
+
+
+@register_pruner("mp_svd")
+def mp_svd(alpha: float = 0.25, beta: float = 0.1, gof_threshold: float = 1.0, conv_gof_threshold: float | None = None,
+           compat: bool = False, split: bool = True, resplit: str = "product",
+           min_rank: Mapping[str, int] | None = None) -> Pruner:
+    """P1/P2 RMT-SVD pruning with splitting (`rmt.prune.mp_prune_step`); `resplit`: `product` (P1 code) or `factors` (P2 code)."""
+
+    def step(model: nn.Module, state: PruneState, keep_fraction: float) -> PruneResult:
+        reports, splits = mp_prune_step(model, keep_fraction, alpha=alpha, beta=beta, gof_threshold=gof_threshold,
+                                        compat=compat, min_rank=min_rank, split=split, resplit=resplit,
+                                        conv_gof_threshold=conv_gof_threshold)
+        state.splits += [(name, int(rank)) for name, rank in splits]
+        return PruneResult([r.as_dict() for r in reports], rebuilt=bool(splits))
+
+    return step
+
+
+@torch.no_grad()
+def global_magnitude_masks(weights: Mapping[str, torch.Tensor], ratio: float) -> dict[str, torch.Tensor]:
+    """Masks (True = kept) zeroing exactly `floor(ratio * n)` entries of smallest |w| over all `weights` together
+    (ties broken by position, so the count is exact; entries already 0 go first)."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"pruning ratio must be in [0, 1], got {ratio}")
+    names = list(weights)
+    flat = torch.cat([weights[n].detach().abs().flatten().float() for n in names])
+    k = int(ratio * flat.numel())
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k:
+        keep[torch.argsort(flat, stable=True)[:k]] = False
+    sizes = [weights[n].numel() for n in names]
+    return {n: m.reshape(weights[n].shape) for n, m in zip(names, keep.split(sizes))}
+
+
+@register_pruner("global_magnitude")
+def global_magnitude(ratio: float = 0.5) -> Pruner:
+    """Unstructured pruning of the `ratio * (1 - keep_fraction)` smallest |w| of all Linear / Conv2d weights (one global threshold)."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"pruning.ratio must be in [0, 1], got {ratio}")
+
+    def step(model: nn.Module, state: PruneState, keep_fraction: float) -> PruneResult:
+        layers = spectral_layers(model)
+        weights = {f"{name}.weight": mod.weight for name, mod in layers}
+        state.masks = global_magnitude_masks(weights, ratio * (1.0 - keep_fraction))
+        state.bind(model)
+        state.apply_masks()
+        rows = []
+        for name, mod in layers:
+            nonzero = int(torch.count_nonzero(mod.weight))
+            rows.append({"layer": name, "out": mod.weight.shape[0], "fan_in": mod.weight[0].numel(),
+                         "weights": mod.weight.numel(), "nonzero": nonzero, "sparsity": 1.0 - nonzero / mod.weight.numel()})
+        return PruneResult(rows)
+
+    return step
