@@ -121,6 +121,8 @@ reproduce-all: reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-v
 # Every figure from the committed run records in results/ (no training) into docs/figures/.
 R := results
 D := docs/figures
+# The P1 experiments as run before: the P2 code's re-split (factors), 100 epochs (variant rows of REPRODUCTION.md).
+RF := variants/resplit-factors
 figures: install
 	for f in fig1 fig1-train p1-fig2; do $(PY) -m analysis $$f --runs $(R)/fig1/quick --out $(D)/quick || exit 1; done
 	for f in p1-fig3 p1-fig4; do $(PY) -m analysis $$f --runs $(R)/p1_fig3/quick --out $(D)/quick || exit 1; done
@@ -140,6 +142,12 @@ figures: install
 	$(PY) -m analysis esd --run $(R)/p2_fig4/paper/fc1000-s0 --layers 1 --name p2_fig4 --out $(D)/paper
 	$(PY) -m analysis p2-fig5 --run $(R)/p2_fig5/paper/layer1 --out $(D)/paper
 	$(PY) -m analysis fig1 --runs $(R)/variants/resplit-product/fig1 --out $(D)/variants/resplit-product
+	for f in fig1 fig1-train p1-fig2; do $(PY) -m analysis $$f --runs $(R)/$(RF)/fig1/quick --out $(D)/$(RF) || exit 1; done
+	for f in p1-fig3 p1-fig4; do $(PY) -m analysis $$f --runs $(R)/$(RF)/p1_fig3/quick --out $(D)/$(RF) || exit 1; done
+	for f in p1-var p1-var-train; do $(PY) -m analysis $$f --runs $(R)/$(RF)/p1_var/quick --out $(D)/$(RF) || exit 1; done
+	for f in p1-ablation p1-ablation-train; do $(PY) -m analysis $$f --runs $(R)/$(RF)/p1_fmnist_ablation/quick --out $(D)/$(RF) || exit 1; done
+	$(PY) -m analysis p1-cnn --runs $(R)/$(RF)/p1_cnn/quick --out $(D)/$(RF)
+	$(PY) -m analysis p1-mag --run $(R)/$(RF)/p1_mag/quick/fig1b --out $(D)/$(RF)
 	$(PY) -m analysis p2-examples --runs $(R)/variants/p2-code/p2_examples/quick --out $(D)/variants/p2-code
 
 # Copy the small record files (no checkpoints) of every run in $(RUNS) into results/ (to commit them).
