@@ -146,7 +146,8 @@ class LoaderSplit:
     """A map-style dataset read by a `DataLoader` with worker processes; batches are moved to `device`."""
 
     def __init__(self, dataset: torch.utils.data.Dataset, device: torch.device, workers: int):
-        self.dataset, self.device, self.workers = dataset, device, workers
+        self.dataset, self.device = dataset, device
+        self.workers = min(workers, os.cpu_count() or 1)  # more processes than cores only slow the loader down
 
     def __len__(self) -> int:
         return len(self.dataset)
