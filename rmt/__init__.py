@@ -3,7 +3,7 @@
 No Hydra, no W&B: plain functions on tensors and modules.
 """
 
-from rmt.mp import MPFit, fit_mp, fit_spectra, mp_cdf, mp_edges, mp_pdf, mp_quantile
+from rmt.mp import MPFit, SignalNoise, fit_mp, fit_spectra, mp_cdf, mp_edges, mp_pdf, mp_quantile, split_signal_noise
 from rmt.prune import (
     FactorPair,
     apply_splits,
@@ -12,11 +12,13 @@ from rmt.prune import (
     pruning_units,
     split_layer,
 )
+from rmt.pruners import PRUNERS, PruneResult, PruneState, count_nonzero, global_magnitude_masks, make_pruner, register_pruner
 from rmt.spectra import batched_svdvals, fit_layers, gram_svd, gram_svdvals, layer_matrix, spectral_layers
 from rmt.tracy_widom import tw1_cdf, tw1_quantile
 
 __all__ = [
-    "FactorPair", "MPFit", "apply_splits", "batched_svdvals", "count_parameters", "fit_layers", "fit_mp", "fit_spectra",
-    "gram_svd", "gram_svdvals", "layer_matrix", "mp_cdf", "mp_edges", "mp_pdf", "mp_prune_step", "mp_quantile", "pruning_units", "spectral_layers",
-    "split_layer", "tw1_cdf", "tw1_quantile",
+    "PRUNERS", "FactorPair", "MPFit", "PruneResult", "PruneState", "SignalNoise", "apply_splits", "batched_svdvals",
+    "count_nonzero", "count_parameters", "fit_layers", "fit_mp", "fit_spectra", "global_magnitude_masks", "gram_svd",
+    "gram_svdvals", "layer_matrix", "make_pruner", "mp_cdf", "mp_edges", "mp_pdf", "mp_prune_step", "mp_quantile",
+    "pruning_units", "register_pruner", "spectral_layers", "split_layer", "split_signal_noise", "tw1_cdf", "tw1_quantile",
 ]
