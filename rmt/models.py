@@ -11,6 +11,7 @@ the data facts `input_shape` (one example, e.g. `(1, 28, 28)`) and `num_classes`
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -114,12 +115,37 @@ def timm_model(model_name: str, input_shape: Sequence[int] | None = None, num_cl
     if not timm.list_models(model_name) and not timm.list_models(model_name.split(".")[0]):
         close = timm.list_models(f"*{model_name.split('_')[0]}*")[:6]
         raise KeyError(f"timm has no model {model_name!r}" + (f"; e.g. {close}" if close else ""))
+    if pretrained and not _pretrained_reachable(model_name):
+        raise WeightsUnavailableError(_weights_advice(model_name, ConnectionError("not in the local cache and the hub is unreachable")))
     try:
         return timm.create_model(model_name, pretrained=pretrained, checkpoint_path=checkpoint or "", **args)
     except Exception as exc:  # download failures come in many types
         if not pretrained:
             raise
         raise WeightsUnavailableError(_weights_advice(model_name, exc)) from None
+
+
+def _pretrained_reachable(model_name: str, timeout_s: float = 3.0) -> bool:
+    """False only when timm's weights for `model_name` are on the Hugging Face hub, absent from the local cache,
+    and the hub does not answer within `timeout_s` (so an offline machine fails at once, not after a minute of retries)."""
+    import socket
+
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        return True  # other sources (URLs, files): let timm try and report
+    repo = hub_id.split("@")[0]
+    if any(isinstance(try_to_load_from_cache(repo, name), str) for name in ("model.safetensors", "pytorch_model.bin")):
+        return True
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def _weights_advice(name: str, exc: Exception) -> str:
