@@ -20,7 +20,8 @@ FIG     := figures/$(PROFILE)
 
 .PHONY: install data test test-all reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-fig4 \
         reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag reproduce-p1-cnn reproduce-p1-confidence reproduce-p2-fig2 reproduce-p2-fig3 reproduce-p2-fig4 \
-        reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand reproduce-p3-loss reproduce-all figures export-results lock clean-runs
+        reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand reproduce-p3-loss reproduce-p3-vit-demo reproduce-p3-vit \
+        reproduce-p3-vitl reproduce-all figures export-results lock clean-runs
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -115,8 +116,28 @@ reproduce-p3-loss: reproduce-p3-rand
 	$(PY) -m experiments.randomness_removal profile_name=$(PROFILE)
 	$(PY) -m analysis p3-loss --run $(RUNS)/p3_loss/$(PROFILE)/from-l2_strong-s0 --out $(FIG)
 
+# P3 demo: a small timm ViT trained here on Fashion-MNIST (not an ImageNet model), then P3's pruning cycles with
+# magnitude and structured baselines, then every pruned checkpoint fine-tuned with its mask frozen.
+reproduce-p3-vit-demo: data
+	$(PY) -m experiments.train experiment=p3_vit_demo profile=$(PROFILE) device=$(DEVICE) progress=false logger=$(LOGGER) paths.runs_dir=$(RUNS) paths.data_dir=$(DATA)
+	$(PY) -m experiments.p3_prune experiment=p3_vit_demo_prune profile=$(PROFILE) device=$(DEVICE) progress=false paths.runs_dir=$(RUNS) paths.data_dir=$(DATA)
+	$(PY) -m experiments.train -m experiment=p3_vit_demo_ft profile=$(PROFILE) $(SWEEP)
+	$(PY) -m analysis p3-vit --run $(RUNS)/p3_vit_demo_prune/$(PROFILE)/vit-s0 --ft-runs $(RUNS)/p3_vit_demo_ft/$(PROFILE) --out $(FIG)
+
+# P3 on ImageNet (needs $$IMAGENET_ROOT with train/ and val/ in synset folders, and the pretrained weights in timm's
+# cache or as model.checkpoint=<file>; without them the first command stops with one error saying what to put where).
+reproduce-p3-vit: install
+	$(PY) -m experiments.p3_prune experiment=p3_vitb device=$(DEVICE) paths.runs_dir=$(RUNS)
+	$(PY) -m experiments.train -m experiment=p3_vit_ft prune=p3_vitb/paper/vitb16 profile=paper $(SWEEP)
+	$(PY) -m analysis p3-vit --run $(RUNS)/p3_vitb/paper/vitb16 --ft-runs $(RUNS)/p3_vit_ft/paper --out figures/paper
+
+reproduce-p3-vitl: install
+	$(PY) -m experiments.p3_prune experiment=p3_vitl device=$(DEVICE) paths.runs_dir=$(RUNS)
+	$(PY) -m experiments.train -m experiment=p3_vit_ft prune=p3_vitl/paper/vitl16 name=p3_vitl_ft profile=paper $(SWEEP)
+	$(PY) -m analysis p3-vit --run $(RUNS)/p3_vitl/paper/vitl16 --ft-runs $(RUNS)/p3_vitl_ft/paper --out figures/paper/vitl
+
 reproduce-all: reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag reproduce-p1-cnn reproduce-p1-confidence \
-               reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-loss
+               reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-loss reproduce-p3-vit-demo
 
 # Every figure from the committed run records in results/ (no training) into docs/figures/.
 R := results
@@ -136,6 +157,7 @@ figures: install
 	$(PY) -m analysis esd --run $(R)/p2_examples/quick/p2_ex4_3-rmt-s0 --name esd_p2_ex4_3_split --out $(D)/quick
 	$(PY) -m analysis p3-rand --runs $(R)/p3_rand/quick --out $(D)/quick
 	$(PY) -m analysis p3-loss --run $(R)/p3_loss/quick/from-l2_strong-s0 --out $(D)/quick
+	$(PY) -m analysis p3-vit --run $(R)/p3_vit_demo_prune/quick/vit-s0 --ft-runs $(R)/p3_vit_demo_ft/quick --out $(D)/quick
 	$(PY) -m analysis p3-rand --runs $(R)/p3_rand/paper --out $(D)/paper
 	$(PY) -m analysis p3-loss --run $(R)/p3_loss/paper/from-l2_strong-s0 --out $(D)/paper
 	$(PY) -m analysis p2-synthetic --runs $(R)/p2_synthetic --out $(D)/paper

@@ -66,17 +66,23 @@ def setup_numerics(cfg: DictConfig) -> tuple[torch.device, torch.dtype, dict]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, batch_size: int) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` in eval mode over a split; sums stay on the device until the end."""
+def evaluate(model: torch.nn.Module, split: Split, batch_size: int, progress: bool = False) -> tuple[float, float, float]:
+    """(mean cross-entropy, top-1, top-5 accuracy) of `model` in eval mode over a split (top-5 = top-1 with < 5
+    classes); sums stay on the device until the end."""
+    from tqdm.auto import tqdm
+
     model.eval()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    for xb, yb in split.batches(batch_size):
-        logits = model(xb)
+    param = next(model.parameters())
+    loss_sum = torch.zeros((), dtype=torch.float64, device=param.device)
+    correct = torch.zeros(2, dtype=torch.long, device=param.device)
+    for xb, yb in tqdm(split.batches(batch_size), total=-(-len(split) // batch_size), desc="eval", unit="batch",
+                       disable=not progress, leave=False):
+        logits = model(xb.to(param.dtype))
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
-    return loss_sum.item() / len(split), correct.item() / len(split)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct += torch.stack([(top[:, 0] == yb).sum(), (top == yb[:, None]).any(1).sum()])
+    top1, top5 = (correct.double() / len(split)).tolist()
+    return loss_sum.item() / len(split), top1, top5
 
 
 @dataclass

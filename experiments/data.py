@@ -143,11 +143,18 @@ class TensorSplit:
 
 
 class LoaderSplit:
-    """A map-style dataset read by a `DataLoader` with worker processes; batches are moved to `device`."""
+    """A map-style dataset read by a `DataLoader` with worker processes; batches are moved to `device`.
+    The dataset is made on first use (`make()`), so an unused split costs nothing and need not exist."""
 
-    def __init__(self, dataset: torch.utils.data.Dataset, device: torch.device, workers: int):
-        self.dataset, self.device = dataset, device
+    def __init__(self, make: Callable[[], torch.utils.data.Dataset], device: torch.device, workers: int):
+        self._make, self._dataset, self.device = make, None, device
         self.workers = min(workers, os.cpu_count() or 1)  # more processes than cores only slow the loader down
+
+    @property
+    def dataset(self) -> torch.utils.data.Dataset:
+        if self._dataset is None:
+            self._dataset = self._make()
+        return self._dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -254,14 +261,20 @@ def imagenet_folder(data: dict, data_dir: str | Path, device: torch.device, trai
     from timm.data import create_transform, resolve_data_config
     from torch.utils.data import Subset
 
-    size = data.get("image_size")
-    args = {"input_size": (int(data["channels"]), int(size), int(size))} if size else {}
+    size = data.get("image_size") or getattr(getattr(model, "patch_embed", None), "img_size", None)  # a ViT's own size
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    args = {"input_size": (int(data["channels"]), int(size[0]), int(size[1]))} if size[0] else {}
     timm_cfg = resolve_data_config(args, model=model)
-    splits = []
-    for split, size_limit, training in ((data["train_split"], train_subset, True), (data["test_split"], test_subset, False)):
-        ds = imagenet_folder_dataset(data["root"], split, create_transform(**timm_cfg, is_training=training))
-        idx = subset_indices(len(ds), size_limit, data["subset_seed"])
-        splits.append(LoaderSplit(Subset(ds, idx.tolist()) if idx is not None else ds, device, int(data["workers"])))
+
+    def make(split: str, size_limit: int | None, training: bool):
+        def dataset() -> torch.utils.data.Dataset:
+            ds = imagenet_folder_dataset(data["root"], split, create_transform(**timm_cfg, is_training=training))
+            idx = subset_indices(len(ds), size_limit, data["subset_seed"])
+            return Subset(ds, idx.tolist()) if idx is not None else ds
+        return dataset
+
+    splits = [LoaderSplit(make(data["train_split"], train_subset, True), device, int(data["workers"])),
+              LoaderSplit(make(data["test_split"], test_subset, False), device, int(data["workers"]))]
     return RunData(splits[0], splits[1], tuple(timm_cfg["input_size"]), 1000)
 
 

@@ -27,7 +27,7 @@ from rmt.mp import split_signal_noise
 @torch.no_grad()
 def losses(model: nn.Module, split: Split, lam: float) -> dict:
     """Mean CE, CE + lam * sum of squared parameters, and accuracy."""
-    ce, acc = evaluate(model, split, 2000)
+    ce, acc, _ = evaluate(model, split, 2000)
     sq = float(sum(p.double().pow(2).sum() for p in model.parameters()))
     return {"ce": ce, "reg_loss": ce + lam * sq, "acc": acc}
 

@@ -3,6 +3,7 @@
     python -m experiments.train experiment=fig1 panel=fig1b arm=rmt profile=quick
     python -m experiments.train -m experiment=fig1 profile=quick hydra/launcher=joblib
     python -m experiments.train data=imagenet_folder model=timm arm=magnitude device=cuda
+    python -m experiments.train experiment=p3_vit_demo_ft init_from=runs/.../checkpoints/p3-30.pt   # fine-tune
 
 One file, top to bottom: settings -> model (+ resume) -> data -> epochs of (train, prune, evaluate,
 record, checkpoint) -> summary.  Device and dtype are explicit (`device: auto` = the GPU when present).
@@ -30,8 +31,8 @@ from experiments.common import evaluate, hydra_entry, setup_numerics
 from experiments.data import build_data
 from experiments.errors import RunConfigError
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
-from rmt.models import MODEL_BUILDERS, build_model, linear_topology, output_layer_name
-from rmt.prune import apply_splits, count_parameters
+from rmt.models import MODEL_BUILDERS, build_model, linear_topology, model_from_checkpoint, output_layer_name
+from rmt.prune import count_parameters
 from rmt.pruners import PruneState, count_nonzero, make_pruner
 from rmt.spectra import fit_layers, spectral_layers
 
@@ -39,7 +40,7 @@ from rmt.spectra import fit_layers, spectral_layers
 NON_RESULT_KEYS = ("logger", "paths", "progress", "threads", "run_dir", "device", "dtype", "allow_numerics_change")
 # Model config keys that are not architecture: the run label and where initial weights come from.
 NON_ARCH_KEYS = ("name", "pretrained", "checkpoint")
-# Model config lists of widths that the profile scales.
+# Model config lists of widths that the profile scales (and a timm model's `kwargs.embed_dim`).
 WIDTH_KEYS = ("hidden", "channels")
 
 
@@ -51,6 +52,10 @@ def model_spec(cfg: DictConfig) -> dict:
     for key in WIDTH_KEYS:
         if key in spec:
             spec[key] = [max(int(p.min_width), round(v * p.width_scale)) for v in spec[key]]
+    kwargs = spec.get("kwargs") or {}
+    if "embed_dim" in kwargs:  # a transformer's width: scaled, kept a multiple of its heads
+        heads = int(kwargs.get("num_heads", 1))
+        kwargs["embed_dim"] = heads * max(-(-int(p.min_width) // heads), round(kwargs["embed_dim"] * p.width_scale / heads))
     if spec["kind"] not in MODEL_BUILDERS:
         raise RunConfigError(f"unknown model kind {spec['kind']!r}; known: {sorted(MODEL_BUILDERS)}")
     takes = inspect.signature(MODEL_BUILDERS[spec["kind"]]).parameters
@@ -124,9 +129,16 @@ def merge_layer_rows(stats: list[dict], report: list[dict]) -> list[dict]:
     return list(by_layer.values())
 
 
-def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.SGD:
-    # L2 as weight decay: d/dw (l2 * w^2) = 2 * l2 * w.  L1 is added to the gradients in train_epoch.
-    return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=2 * cfg.reg.l2)
+def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
+    """`optim.name`: sgd (the papers'; L2 as weight decay, d/dw (l2 w^2) = 2 l2 w) or adamw (decoupled
+    `optim.weight_decay`).  L1 is added to the gradients in train_epoch."""
+    if cfg.optim.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=2 * cfg.reg.l2)
+    if cfg.optim.name == "adamw":
+        if cfg.reg.l2:
+            raise RunConfigError("reg.l2 is an SGD weight decay; with optim=adamw set optim.weight_decay instead (reg=none or reg=l1...)")
+        return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    raise RunConfigError(f"optim.name must be sgd or adamw, got {cfg.optim.name!r}")
 
 
 def train_epoch(model, opt, split, cfg: DictConfig, state: PruneState, dtype: torch.dtype, shuffle_seed: int,
@@ -144,6 +156,8 @@ def train_epoch(model, opt, split, cfg: DictConfig, state: PruneState, dtype: to
         loss.backward()
         if cfg.reg.l1:
             torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params), alpha=cfg.reg.l1)
+        if cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
         opt.step()
         state.apply_masks()  # pruned entries stay 0 (no-op without masks)
         loss_sum += loss.detach() * len(yb)
@@ -156,6 +170,12 @@ def run(cfg: DictConfig) -> dict:
     """Train one run as configured; returns its summary."""
     device, dtype, run_numerics = setup_numerics(cfg)
     settings = effective_settings(cfg)
+    init_ckpt = None
+    if cfg.init_from:  # fine-tuning: architecture, weights and masks from another run's checkpoint
+        if not Path(cfg.init_from).is_file():
+            raise FileNotFoundError(f"init_from={cfg.init_from} does not exist")
+        init_ckpt = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+        settings["model"] = init_ckpt["model_spec"]
     config = {**OmegaConf.to_container(cfg, resolve=True), "effective": settings}
     digest = fingerprint(config)
     run_dir = Path(cfg.run_dir)
@@ -164,10 +184,12 @@ def run(cfg: DictConfig) -> dict:
     # Model: built on the CPU so the seed alone fixes the initial weights on every device (both arms of a seed
     # start identical); then moved to the run's device and dtype.
     torch.manual_seed(cfg.seed)
-    init = {k: cfg.model[k] for k in ("pretrained", "checkpoint") if cfg.model.get(k)}
-    model = build_model(**settings["model"], **init)
+    if init_ckpt is not None:
+        model, state = model_from_checkpoint(init_ckpt), PruneState.from_checkpoint(init_ckpt)
+    else:
+        init = {k: cfg.model[k] for k in ("pretrained", "checkpoint") if cfg.model.get(k)}
+        model, state = build_model(**settings["model"], **init), PruneState()
     settings["sizes"] = linear_topology(model)
-    state = PruneState()
     pruning = {k: v for k, v in OmegaConf.to_container(cfg.pruning, resolve=True).items() if k != "method"}
     pruner = make_pruner(cfg.pruning.method, **pruning,
                          min_rank={output_layer_name(model): int(cfg.data.num_classes)})  # P1: output never below #classes
@@ -183,9 +205,7 @@ def run(cfg: DictConfig) -> dict:
             raise RunConfigError(f"{run_dir} was run with {ckpt.get('numerics')}; this command asks for {run_numerics}, which changes "
                                  f"the numbers. Resume with the same device/threads/dtype, or pass allow_numerics_change=true "
                                  f"(env.json then records both), or delete that folder to start over.")
-        state = PruneState.from_checkpoint(ckpt)
-        apply_splits(model, state.splits)
-        model.load_state_dict(ckpt["model"])
+        model, state = model_from_checkpoint(ckpt), PruneState.from_checkpoint(ckpt)
         start_epoch, elapsed = ckpt["epoch"], ckpt["elapsed_s"]
     model.to(device=device, dtype=dtype)
     state.bind(model)
@@ -228,10 +248,10 @@ def run(cfg: DictConfig) -> dict:
         stats = layer_stats(model, cfg) if cfg.log_spectra and not has_mp_columns else []
         layers = merge_layer_rows(stats, report)
 
-        test_loss, test_acc = evaluate(model, data.test, cfg.train.eval_batch_size)
+        test_loss, test_acc, test_top5 = evaluate(model, data.test, cfg.train.eval_batch_size)
         elapsed += time.perf_counter() - t0
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-               "test_loss": test_loss, "test_acc": test_acc, "params": count_parameters(model), "nonzero": count_nonzero(model),
+               "test_loss": test_loss, "test_acc": test_acc, "test_top5": test_top5, "params": count_parameters(model), "nonzero": count_nonzero(model),
                "keep_fraction": f, "n_splits": len(state.splits), "topology": json.dumps(linear_topology(model)),
                "time_s": round(elapsed, 3)}
         record.log_epoch(row, layers)

@@ -7,7 +7,8 @@
 `keep_fraction` is the step's scheduled value in [0, 1]: `mp_svd` keeps that share of each layer's MP
 bulk (P1/P2, METHOD.md §5); `global_magnitude` zeroes the `ratio * (1 - keep_fraction)` smallest-|w|
 share of all Linear / Conv2d weights at once (one global threshold, P4 §8 and the P1-mag baseline);
-`none` does nothing.  A pruner changes the model in place and records in `PruneState` what a
+`layer_magnitude` zeroes that share of every layer; `p3_cycles` runs P3's next cycle (its own schedule
+`r_i`, `rmt.p3`; `keep_fraction` is not used); `none` does nothing.  A pruner changes the model in place and records in `PruneState` what a
 checkpoint needs to rebuild it: the `splits` of structured pruning and the `masks` of unstructured
 pruning.  Masks stay frozen: `state.apply_masks()` after every optimizer step keeps pruned entries at 0.
 Register a new method with `@register_pruner("name")` on a factory that takes its parameters.
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from rmt import p3
 from rmt.prune import mp_prune_step
-from rmt.spectra import spectral_layers
+from rmt.spectra import fit_layers, spectral_layers
 
 
 @dataclass
@@ -32,14 +34,16 @@ class PruneState:
 
     splits: list[tuple[str, int]] = field(default_factory=list)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    cycle: int = 0  # pruning steps taken (P3's cycle index)
     _bound: tuple[list[torch.Tensor], list[torch.Tensor]] | None = field(default=None, repr=False)
 
     def as_checkpoint(self) -> dict:
-        return {"splits": [list(s) for s in self.splits], "masks": {k: m.cpu() for k, m in self.masks.items()}}
+        return {"splits": [list(s) for s in self.splits], "masks": {k: m.cpu() for k, m in self.masks.items()},
+                "cycle": self.cycle}
 
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping) -> PruneState:
-        return cls([tuple(s) for s in ckpt.get("splits", [])], dict(ckpt.get("masks", {})))
+        return cls([tuple(s) for s in ckpt.get("splits", [])], dict(ckpt.get("masks", {})), int(ckpt.get("cycle", 0)))
 
     def bind(self, model: nn.Module) -> None:
         """Pair each mask with its parameter on the parameter's device (call after moving or rebuilding the model)."""
@@ -134,23 +138,82 @@ def global_magnitude_masks(weights: Mapping[str, torch.Tensor], ratio: float) ->
     return {n: m.reshape(weights[n].shape) for n, m in zip(names, keep.split(sizes))}
 
 
-@register_pruner("global_magnitude")
-def global_magnitude(ratio: float = 0.5) -> Pruner:
-    """Unstructured pruning of the `ratio * (1 - keep_fraction)` smallest |w| of all Linear / Conv2d weights (one global threshold)."""
+def _masked_rows(layers: list[tuple[str, nn.Module]]) -> list[dict]:
+    """Per-layer report of unstructured pruning: weights, non-zeros, sparsity."""
+    rows = []
+    for name, mod in layers:
+        nonzero = int(torch.count_nonzero(mod.weight))
+        rows.append({"layer": name, "out": mod.weight.shape[0], "fan_in": mod.weight[0].numel(),
+                     "weights": mod.weight.numel(), "nonzero": nonzero, "sparsity": 1.0 - nonzero / mod.weight.numel()})
+    return rows
+
+
+def _magnitude_pruner(ratio: float, per_layer: bool) -> Pruner:
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"pruning.ratio must be in [0, 1], got {ratio}")
 
     def step(model: nn.Module, state: PruneState, keep_fraction: float) -> PruneResult:
         layers = spectral_layers(model)
         weights = {f"{name}.weight": mod.weight for name, mod in layers}
-        state.masks = global_magnitude_masks(weights, ratio * (1.0 - keep_fraction))
+        share = ratio * (1.0 - keep_fraction)
+        if per_layer:
+            state.masks = {k: global_magnitude_masks({k: w}, share)[k] for k, w in weights.items()}
+        else:
+            state.masks = global_magnitude_masks(weights, share)
         state.bind(model)
         state.apply_masks()
+        return PruneResult(_masked_rows(layers))
+
+    return step
+
+
+@register_pruner("global_magnitude")
+def global_magnitude(ratio: float = 0.5) -> Pruner:
+    """Unstructured pruning of the `ratio * (1 - keep_fraction)` smallest |w| of all Linear / Conv2d weights (one global threshold)."""
+    return _magnitude_pruner(ratio, per_layer=False)
+
+
+@register_pruner("layer_magnitude")
+def layer_magnitude(ratio: float = 0.5) -> Pruner:
+    """Unstructured pruning of the `ratio * (1 - keep_fraction)` smallest |w| of every Linear / Conv2d layer separately."""
+    return _magnitude_pruner(ratio, per_layer=True)
+
+
+@register_pruner("p3_cycles")
+def p3_cycles(alpha: float = 0.25, beta: float = 0.8, compat: bool = False, reg_steps: int = 5000,
+              reg_steps_growth: int = 1000, reg_lr: float = 5e-8) -> Pruner:
+    """P3's pruning cycle (METHOD.md §6, `rmt.p3`): even cycles sparsify singular vectors, every cycle removes the
+    MP-budgeted `q r_i nnz` smallest weights of each layer, then `reg_steps + (i - 1) reg_steps_growth` data-free
+    regularisation steps.  Unstructured: masks (True = kept) in `state.masks`, frozen afterwards."""
+
+    def step(model: nn.Module, state: PruneState, keep_fraction: float) -> PruneResult:
+        i = state.cycle + 1
+        layers = [(n, m) for n, m in spectral_layers(model) if not isinstance(m, nn.Conv2d) or m.groups == 1]
+        fits = fit_layers(layers, alpha=alpha, beta=beta, compat=compat)
         rows = []
-        for name, mod in layers:
-            nonzero = int(torch.count_nonzero(mod.weight))
-            rows.append({"layer": name, "out": mod.weight.shape[0], "fan_in": mod.weight[0].numel(),
-                         "weights": mod.weight.numel(), "nonzero": nonzero, "sparsity": 1.0 - nonzero / mod.weight.numel()})
-        return PruneResult(rows)
+        with torch.no_grad():
+            for name, mod in layers:
+                key, fit = f"{name}.weight", fits.get(name)
+                if fit is None:  # too small for BEMA's window: left alone
+                    continue
+                if i % 2 == 0:
+                    dense = p3.sparsify_singular_vectors(p3.unfolded(mod), fit.sigma_plus, p3.theta_for(i, mod.weight.numel()))
+                    mod.weight.copy_(dense.reshape(mod.weight.shape))
+                    if key in state.masks:
+                        mod.weight.mul_(state.masks[key].to(mod.weight.device))
+                before = int(torch.count_nonzero(mod.weight))
+                removed = p3.budget_count(fit, i, before)
+                state.masks[key] = p3.prune_smallest(mod.weight, removed)
+                rows.append({"layer": name, "out": mod.weight.shape[0], "fan_in": mod.weight[0].numel(),
+                             **{k: v for k, v in fit.as_dict().items() if k not in ("n", "m", "c")},
+                             "q": p3.mp_budget(fit, i), "target": p3.cycle_target(i), "removed": removed,
+                             "weights": mod.weight.numel(), "nonzero": before - removed,
+                             "sparsity": 1.0 - (before - removed) / mod.weight.numel()})
+        steps = reg_steps + (i - 1) * reg_steps_growth
+        reg = p3.regularise(model, layers, {n: f.gof for n, f in fits.items()}, i, steps, state.masks, lr=reg_lr)
+        state.cycle = i
+        state.bind(model)
+        state.apply_masks()
+        return PruneResult([{**row, "cycle": i, "reg_steps": steps, **reg} for row in rows])
 
     return step
