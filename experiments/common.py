@@ -1,7 +1,9 @@
-"""What every runner shares: device and numerics settings, evaluation, loading a source run, the Hydra entry."""
+"""What every runner shares: device and numerics settings, the model spec from config, evaluation, loading a
+source run, the Hydra entry."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from experiments.checkpoints import load_checkpoint
 from experiments.data import RunData, Split, build_data
 from experiments.errors import RunConfigError, run_or_exit
 from experiments.records import RunRecord
-from rmt.models import model_from_checkpoint
+from rmt.models import MODEL_BUILDERS, model_from_checkpoint
 
 T = TypeVar("T")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -48,7 +50,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def numerics(device: torch.device, threads: int | None, dtype: str) -> dict:
+def numerics(device: torch.device, dtype: str) -> dict:
     """The settings besides the config that change a run's numbers: device (GPU model), CPU threads (CPU runs), dtype.
 
     Call after `torch.set_num_threads`.  Stored in each checkpoint; a resume under other numerics is refused."""
@@ -61,8 +63,35 @@ def setup_numerics(cfg: DictConfig) -> tuple[torch.device, torch.dtype, dict]:
     """Apply `threads`, resolve `device` and `dtype`; returns them and the `numerics` record."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    device, dtype = resolve_device(str(cfg.device)), resolve_dtype(str(cfg.get("dtype", "float32")))
-    return device, dtype, numerics(device, cfg.threads, str(cfg.get("dtype", "float32")))
+    dtype_name = str(cfg.get("dtype", "float32"))
+    device = resolve_device(str(cfg.device))
+    return device, resolve_dtype(dtype_name), numerics(device, dtype_name)
+
+
+# Model config keys that are not architecture: the run label and where initial weights come from.
+NON_ARCH_KEYS = ("name", "pretrained", "checkpoint")
+# Model config lists of widths that the profile scales (and a timm model's `kwargs.embed_dim`).
+WIDTH_KEYS = ("hidden", "channels")
+
+
+def model_spec(cfg: DictConfig) -> dict:
+    """`rmt.models.build_model(**spec)` arguments: the model config (widths scaled by the profile) plus the
+    data facts `input_shape` and `num_classes` where the builder takes them."""
+    p = cfg.profile
+    spec = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in NON_ARCH_KEYS}
+    for key in WIDTH_KEYS:
+        if key in spec:
+            spec[key] = [max(int(p.min_width), round(v * p.width_scale)) for v in spec[key]]
+    kwargs = spec.get("kwargs") or {}
+    if "embed_dim" in kwargs:  # a transformer's width: scaled, kept a multiple of its heads
+        heads = int(kwargs.get("num_heads", 1))
+        kwargs["embed_dim"] = heads * max(-(-int(p.min_width) // heads), round(kwargs["embed_dim"] * p.width_scale / heads))
+    if spec["kind"] not in MODEL_BUILDERS:
+        raise RunConfigError(f"unknown model kind {spec['kind']!r}; known: {sorted(MODEL_BUILDERS)}")
+    takes = inspect.signature(MODEL_BUILDERS[spec["kind"]]).parameters
+    size = cfg.data.get("image_size")
+    facts = {"input_shape": [int(cfg.data.channels), size, size], "num_classes": int(cfg.data.num_classes)}
+    return {**spec, **{k: v for k, v in facts.items() if k in takes}}
 
 
 @torch.no_grad()

@@ -287,10 +287,6 @@ def build_data(config: dict, device: torch.device, model: torch.nn.Module | None
     return DATASETS[d["name"]](d, config["paths"]["data_dir"], device, eff["train_subset"], eff["test_subset"], model)
 
 
-def num_classes(name: str) -> int:
-    return _spec(name).num_classes
-
-
 def main() -> None:
     """`python -m experiments.data [ROOT]`: fetch every tensor dataset into ROOT (default ./data)."""
     import sys

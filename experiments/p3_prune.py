@@ -18,14 +18,14 @@ import statistics
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
+from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, model_spec, setup_numerics
 from experiments.data import build_data
 from experiments.errors import RunConfigError
-from experiments.train import model_spec
 from rmt.models import build_model, output_layer_name
 from rmt.prune import count_parameters
 from rmt.pruners import PruneState, count_nonzero, make_pruner
@@ -123,8 +123,6 @@ def run(cfg: DictConfig) -> dict:
         baselines.append({"method": "structured_mp", **row, "latency_b1_ms": latency_ms(pruned, example[:1]),
                           f"latency_b{len(example)}_ms": latency_ms(pruned, example)})
         save_start(ckpts / f"structured-k{round(100 * keep)}.pt", pruned, spec, pstate)
-    import pandas as pd
-
     pd.DataFrame(baselines).to_csv(record.dir / "baselines.csv", index=False)
     summary = {"params": total, "dense_top1": dense_row["top1"], "dense_top5": dense_row["top5"], "cycles": cfg.cycles,
                "reg_steps_cycle1": reg_steps, "test_examples": len(test),

@@ -14,7 +14,6 @@ resume under other numerics (device, CPU threads, dtype) is refused unless `allo
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import sys
@@ -27,43 +26,17 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from experiments.checkpoints import load_checkpoint, save_checkpoint
-from experiments.common import evaluate, hydra_entry, setup_numerics
+from experiments.common import evaluate, hydra_entry, model_spec, setup_numerics
 from experiments.data import build_data
 from experiments.errors import RunConfigError
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
-from rmt.models import MODEL_BUILDERS, build_model, linear_topology, model_from_checkpoint, output_layer_name
+from rmt.models import build_model, linear_topology, model_from_checkpoint, output_layer_name
 from rmt.prune import count_parameters
 from rmt.pruners import PruneState, count_nonzero, make_pruner
-from rmt.spectra import fit_layers, spectral_layers
+from rmt.spectra import batched_svdvals, fit_layers, layer_matrix, spectral_layers
 
 # Config parts that do not change results (numerics are checked on their own): not in the resume fingerprint.
 NON_RESULT_KEYS = ("logger", "paths", "progress", "threads", "run_dir", "device", "dtype", "allow_numerics_change")
-# Model config keys that are not architecture: the run label and where initial weights come from.
-NON_ARCH_KEYS = ("name", "pretrained", "checkpoint")
-# Model config lists of widths that the profile scales (and a timm model's `kwargs.embed_dim`).
-WIDTH_KEYS = ("hidden", "channels")
-
-
-def model_spec(cfg: DictConfig) -> dict:
-    """`rmt.models.build_model(**spec)` arguments: the model config (widths scaled by the profile) plus the
-    data facts `input_shape` and `num_classes` where the builder takes them."""
-    p = cfg.profile
-    spec = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in NON_ARCH_KEYS}
-    for key in WIDTH_KEYS:
-        if key in spec:
-            spec[key] = [max(int(p.min_width), round(v * p.width_scale)) for v in spec[key]]
-    kwargs = spec.get("kwargs") or {}
-    if "embed_dim" in kwargs:  # a transformer's width: scaled, kept a multiple of its heads
-        heads = int(kwargs.get("num_heads", 1))
-        kwargs["embed_dim"] = heads * max(-(-int(p.min_width) // heads), round(kwargs["embed_dim"] * p.width_scale / heads))
-    if spec["kind"] not in MODEL_BUILDERS:
-        raise RunConfigError(f"unknown model kind {spec['kind']!r}; known: {sorted(MODEL_BUILDERS)}")
-    takes = inspect.signature(MODEL_BUILDERS[spec["kind"]]).parameters
-    size = cfg.data.get("image_size")
-    facts = {"input_shape": [int(cfg.data.channels), size, size], "num_classes": int(cfg.data.num_classes)}
-    return {**spec, **{k: v for k, v in facts.items() if k in takes}}
-
-
 def effective_settings(cfg: DictConfig) -> dict:
     """The numbers the profile produces from the experiment's paper settings, and the model spec."""
     p = cfg.profile
@@ -103,8 +76,6 @@ def learning_rate(epoch: int, optim: DictConfig) -> float:
 
 def final_spectra(model: torch.nn.Module) -> list[dict]:
     """Singular values of every layer (Gram route, batched), one row each: the record's `spectra.csv`."""
-    from rmt.spectra import batched_svdvals, layer_matrix
-
     layers = spectral_layers(model)
     svals = batched_svdvals([layer_matrix(m).detach() for _, m in layers])
     return [{"layer": name, "out": mod.weight.shape[0], "fan_in": mod.weight[0].numel(), "index": i, "singular_value": v}
@@ -149,15 +120,16 @@ def train_epoch(model, opt, split, cfg: DictConfig, state: PruneState, dtype: to
     device = params[0].device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    l1, clip = cfg.reg.l1, cfg.optim.grad_clip  # plain floats: no config lookups per batch
     for xb, yb in split.batches(cfg.train.batch_size, shuffle_seed=shuffle_seed):
         logits = model(xb.to(dtype))
         loss = F.cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.reg.l1:
-            torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params), alpha=cfg.reg.l1)
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        if l1:
+            torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params), alpha=l1)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         state.apply_masks()  # pruned entries stay 0 (no-op without masks)
         loss_sum += loss.detach() * len(yb)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from rmt.mp import MPFit
-from rmt.spectra import gram_svd, layer_matrix
+from rmt.spectra import gram_svd
 
 
 def cycle_target(i: int) -> float:
@@ -102,11 +102,6 @@ def _regularise_steps(objective, opt, sched, layers, coef, mask_pairs, steps) ->
                     w.mul_(m)
         last = float(objective().detach())
     return {"reg_objective_before": first, "reg_objective_after": last}
-
-
-def unfolded(module: nn.Module) -> torch.Tensor:
-    """A layer's `out x fan_in` matrix as a float tensor (a copy)."""
-    return layer_matrix(module).detach().float().clone()
 
 
 def theta_for(i: int, numel: int) -> float:

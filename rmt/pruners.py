@@ -25,7 +25,7 @@ from torch import nn
 
 from rmt import p3
 from rmt.prune import mp_prune_step
-from rmt.spectra import fit_layers, spectral_layers
+from rmt.spectra import fit_layers, layer_matrix, spectral_layers
 
 
 @dataclass
@@ -197,7 +197,7 @@ def p3_cycles(alpha: float = 0.25, beta: float = 0.8, compat: bool = False, reg_
                 if fit is None:  # too small for BEMA's window: left alone
                     continue
                 if i % 2 == 0:
-                    dense = p3.sparsify_singular_vectors(p3.unfolded(mod), fit.sigma_plus, p3.theta_for(i, mod.weight.numel()))
+                    dense = p3.sparsify_singular_vectors(layer_matrix(mod), fit.sigma_plus, p3.theta_for(i, mod.weight.numel()))
                     mod.weight.copy_(dense.reshape(mod.weight.shape))
                     if key in state.masks:
                         mod.weight.mul_(state.masks[key].to(mod.weight.device))
