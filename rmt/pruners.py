@@ -17,6 +17,7 @@ Register a new method with `@register_pruner("name")` on a factory that takes it
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -122,20 +123,30 @@ def mp_svd(alpha: float = 0.25, beta: float = 0.1, gof_threshold: float = 1.0, c
     return step
 
 
+def prune_count(ratio: float, n: int) -> int:
+    """How many of `n` entries a pruning ratio removes: floor(ratio * n), robust to the float error of e.g. 0.3 * 10."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"pruning ratio must be in [0, 1], got {ratio}")
+    return min(n, math.floor(ratio * n + 1e-6))
+
+
 @torch.no_grad()
+def magnitude_ranks(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each entry's position (0 = smallest) in the ascending order of |w| over all `weights` together; ties are
+    broken by position (a stable sort), so `rank >= k` keeps all but exactly k entries."""
+    names = list(weights)
+    flat = torch.cat([weights[n].detach().abs().flatten().float() for n in names])
+    ranks = torch.empty(flat.numel(), dtype=torch.long, device=flat.device)
+    ranks[torch.argsort(flat, stable=True)] = torch.arange(flat.numel(), device=flat.device)
+    sizes = [weights[n].numel() for n in names]
+    return {n: r.reshape(weights[n].shape) for n, r in zip(names, ranks.split(sizes))}
+
+
 def global_magnitude_masks(weights: Mapping[str, torch.Tensor], ratio: float) -> dict[str, torch.Tensor]:
     """Masks (True = kept) zeroing exactly `floor(ratio * n)` entries of smallest |w| over all `weights` together
     (ties broken by position, so the count is exact; entries already 0 go first)."""
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"pruning ratio must be in [0, 1], got {ratio}")
-    names = list(weights)
-    flat = torch.cat([weights[n].detach().abs().flatten().float() for n in names])
-    k = int(ratio * flat.numel())
-    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
-    if k:
-        keep[torch.argsort(flat, stable=True)[:k]] = False
-    sizes = [weights[n].numel() for n in names]
-    return {n: m.reshape(weights[n].shape) for n, m in zip(names, keep.split(sizes))}
+    k = prune_count(ratio, sum(w.numel() for w in weights.values()))
+    return {n: r >= k for n, r in magnitude_ranks(weights).items()}
 
 
 def _masked_rows(layers: list[tuple[str, nn.Module]]) -> list[dict]:

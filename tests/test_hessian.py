@@ -1,0 +1,145 @@
+"""Stochastic Lanczos quadrature against exact spectra: planted eigenvalues and the dense Hessian of a small MLP."""
+
+import pytest
+import torch
+from torch import nn
+
+from rmt.hessian import lanczos_spectrum, lanczos_tridiagonal, loss_hessian_operator
+
+
+def planted(eigenvalues: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A dense symmetric matrix Q diag(eigenvalues) Q^T with a random orthogonal Q."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=gen, dtype=torch.float64))
+    return (q * eigenvalues) @ q.T
+
+
+def test_full_run_recovers_planted_eigenvalues_exactly():
+    eig = torch.cat([torch.linspace(-3.0, -1.0, 20), torch.zeros(30), torch.linspace(0.5, 2.0, 40), torch.tensor([25.0, 60.0])]).double()
+    a = planted(eig)
+    nodes, weights = lanczos_spectrum(lambda v: a @ v, len(eig), steps=200, seed=1)
+    # Each distinct eigenvalue is found (the 30 zeros count once: the probe sees one direction of their eigenspace);
+    # after the Krylov space is exhausted, round-off may add a node or two, at an eigenvalue and with weight ~0.
+    distinct = torch.unique(eig)
+    assert len(distinct) <= len(nodes) <= len(distinct) + 3
+    weighty = nodes[weights > 1e-12]
+    torch.testing.assert_close(weighty, distinct, atol=1e-9, rtol=0)
+    assert (nodes[:, None] - distinct[None, :]).abs().min(1).values.max() < 1e-9
+    assert weights.sum().item() == pytest.approx(1.0, abs=1e-12)
+    # The weight of the zero eigenvalue is the probe's squared projection on that 30-dim eigenspace.
+    assert weights[nodes.abs() < 1e-9].sum().item() == pytest.approx(30 / 92, abs=0.15)
+
+
+def test_quadrature_is_exact_for_low_degree_moments_of_one_probe():
+    gen = torch.Generator().manual_seed(3)
+    eig = torch.cat([torch.rand(400, generator=gen, dtype=torch.float64) * 2 - 0.5, torch.tensor([8.0, 12.0])])
+    a = planted(eig, seed=4)
+    steps = 20
+    nodes, weights = lanczos_spectrum(lambda v: a @ v, len(eig), steps=steps, seed=7)
+    signs = torch.randint(0, 2, (len(eig),), generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 2 - 1
+    v = signs / len(eig) ** 0.5  # the probe lanczos_spectrum draws for seed 7
+    for k in range(0, 2 * steps):  # Gauss quadrature with m nodes is exact up to degree 2m - 1
+        exact = v @ torch.linalg.matrix_power(a, k) @ v
+        assert (weights * nodes**k).sum().item() == pytest.approx(exact.item(), rel=1e-8, abs=1e-10)
+    # Extreme Ritz values converge first: the separated top eigenvalues are found to high accuracy.
+    assert nodes[-1].item() == pytest.approx(12.0, rel=1e-10)
+    assert nodes[-2].item() == pytest.approx(8.0, rel=1e-8)
+
+
+def test_many_probes_estimate_trace_moments():
+    gen = torch.Generator().manual_seed(5)
+    eig = torch.randn(300, generator=gen, dtype=torch.float64).abs() ** 1.5
+    a = planted(eig, seed=6)
+    nodes, weights = lanczos_spectrum(lambda v: a @ v, 300, steps=30, probes=40, seed=0)
+    assert len(nodes) == 30 * 40 and weights.sum().item() == pytest.approx(1.0, abs=1e-12)
+    for k in (1, 2, 3):
+        exact = (eig**k).mean().item()
+        # Rademacher-probe variance of v^T A^k v is <= 2 ||A^k||_F^2 / dim^2; 40 probes: a few percent here.
+        assert (weights * nodes**k).sum().item() == pytest.approx(exact, rel=0.08)
+
+
+def test_breakdown_on_a_small_invariant_subspace():
+    a = torch.diag(torch.tensor([1.0, 1.0, 1.0, 5.0], dtype=torch.float64))
+    alpha, beta = lanczos_tridiagonal(lambda v: a @ v, torch.full((4,), 0.5, dtype=torch.float64), steps=10)
+    assert len(alpha) == 2 and len(beta) == 1  # the probe lives in span{e_1+e_2+e_3, e_4}
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="length 3"):
+        lanczos_spectrum(lambda v: v[:2], 3, steps=2)
+    with pytest.raises(ValueError, match="steps"):
+        lanczos_spectrum(lambda v: v, 3, steps=0)
+
+
+def small_mlp_problem(dtype=torch.float64):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 40), nn.Tanh(), nn.Linear(40, 12), nn.Tanh(), nn.Linear(12, 3)).to(dtype)
+    x = torch.randn(256, 10, dtype=dtype)
+    y = torch.randint(0, 3, (256,))
+    return model, x, y
+
+
+def dense_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    names = [n for n, _ in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        params = {n: t.reshape(s) for n, t, s in zip(names, theta.split(sizes), shapes)}
+        return nn.functional.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+
+    return torch.func.hessian(loss)(flat)
+
+
+def test_hessian_operator_matches_dense_hessian_over_batches():
+    model, x, y = small_mlp_problem()
+    h = dense_hessian(model, x, y)
+    assert h.shape == (971, 971)
+    # Uneven batches: the operator weights them by size, so it is the Hessian of the mean over all 256 examples.
+    matvec, dim = loss_hessian_operator(model, lambda: zip(x.split(100), y.split(100)))
+    assert dim == 971
+    v = torch.randn(dim, dtype=torch.float64)
+    torch.testing.assert_close(matvec(v), h @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_slq_on_an_mlp_hessian_matches_its_exact_spectrum():
+    model, x, y = small_mlp_problem()
+    h = dense_hessian(model, x, y)
+    exact = torch.linalg.eigvalsh(h)
+    matvec, dim = loss_hessian_operator(model, lambda: [(x, y)])
+    nodes, weights = lanczos_spectrum(matvec, dim, steps=128, probes=1, seed=0)
+    # Extreme eigenvalues (the Hessian is indefinite here: a negative end too).
+    assert exact[0] < 0 < exact[-1]
+    assert nodes[-1].item() == pytest.approx(exact[-1].item(), rel=1e-8)
+    assert nodes[0].item() == pytest.approx(exact[0].item(), rel=1e-6)
+    # The quadrature of one probe v is exact for v^T H^k v, k <= 255 (checked for the first moments) ...
+    signs = torch.randint(0, 2, (dim,), generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    v = signs / dim**0.5
+    for k in (1, 2, 3, 4):
+        assert (weights * nodes**k).sum().item() == pytest.approx((v @ torch.linalg.matrix_power(h, k) @ v).item(), rel=1e-8)
+    # ... and probes average to tr(H^k) / dim.  A few large eigenvalues dominate an MLP Hessian's trace, so one probe
+    # is a rough estimate: 30 probes of 40 steps.
+    nodes, weights = lanczos_spectrum(matvec, dim, steps=40, probes=30, seed=1)
+    for k in (1, 2):
+        assert (weights * nodes**k).sum().item() == pytest.approx((exact**k).mean().item(), rel=0.15)
+
+
+def test_hessian_operator_on_a_parameter_subset():
+    model, x, y = small_mlp_problem()
+    h = dense_hessian(model, x, y)
+    matvec, dim = loss_hessian_operator(model, lambda: [(x, y)], params=["2.weight"])
+    start = 10 * 40 + 40
+    block = h[start:start + 480, start:start + 480]
+    v = torch.randn(dim, dtype=torch.float64)
+    assert dim == 480
+    torch.testing.assert_close(matvec(v), block @ v, rtol=1e-10, atol=1e-12)
+    with pytest.raises(KeyError, match="no parameters"):
+        loss_hessian_operator(model, lambda: [(x, y)], params=["9.weight"])
+
+
+def test_float32_model_gives_float64_products():
+    model, x, y = small_mlp_problem(torch.float32)
+    matvec, dim = loss_hessian_operator(model, lambda: [(x, y)])
+    out = matvec(torch.ones(dim, dtype=torch.float64))
+    assert out.dtype == torch.float64 and out.shape == (dim,) and torch.isfinite(out).all()
