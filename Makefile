@@ -21,7 +21,7 @@ FIG     := figures/$(PROFILE)
 .PHONY: install data test test-all reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-fig4 \
         reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag reproduce-p1-cnn reproduce-p1-confidence reproduce-p2-fig2 reproduce-p2-fig3 reproduce-p2-fig4 \
         reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand reproduce-p3-loss reproduce-p3-vit-demo reproduce-p3-vit \
-        reproduce-p3-vitl reproduce-all figures export-results lock clean-runs
+        reproduce-p3-vitl reproduce-p4 reproduce-all figures export-results lock clean-runs
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -136,8 +136,16 @@ reproduce-p3-vitl: install
 	$(PY) -m experiments.train -m experiment=p3_vit_ft prune=p3_vitl/paper/vitl16 name=p3_vitl_ft profile=paper $(SWEEP)
 	$(PY) -m analysis p3-vit --run $(RUNS)/p3_vitl/paper/vitl16 --ft-runs $(RUNS)/p3_vitl_ft/paper --out figures/paper/vitl
 
+# P4 pruning-ratio limit: FC5 and FC12 on MNIST and Fashion-MNIST trained with CE + L1, then per net the global
+# magnitude curve at p = i/1000, the Hessian density by SLQ, the predicted limit and the MP view; figure and table.
+reproduce-p4: data
+	$(PY) -m experiments.train -m experiment=p4 profile=$(PROFILE) $(SWEEP)
+	$(PY) -m experiments.p4_limit -m profile_name=$(PROFILE) hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) device=$(DEVICE) \
+	  threads=$(THREADS) progress=false paths.runs_dir=$(RUNS) paths.data_dir=$(DATA)
+	$(PY) -m analysis p4 --runs $(RUNS)/p4_limit/$(PROFILE) --out $(FIG)
+
 reproduce-all: reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag reproduce-p1-cnn reproduce-p1-confidence \
-               reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-loss reproduce-p3-vit-demo
+               reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-loss reproduce-p3-vit-demo reproduce-p4
 
 # Every figure from the committed run records in results/ (no training) into docs/figures/.
 R := results
@@ -158,6 +166,8 @@ figures: install
 	$(PY) -m analysis p3-rand --runs $(R)/p3_rand/quick --out $(D)/quick
 	$(PY) -m analysis p3-loss --run $(R)/p3_loss/quick/from-l2_strong-s0 --out $(D)/quick
 	$(PY) -m analysis p3-vit --run $(R)/p3_vit_demo_prune/quick/vit-s0 --ft-runs $(R)/p3_vit_demo_ft/quick --out $(D)/quick
+	$(PY) -m analysis p4 --runs $(R)/p4_limit/quick --out $(D)/quick
+	$(PY) -m analysis p4 --runs $(R)/p4_limit/paper --out $(D)/paper
 	$(PY) -m analysis p3-rand --runs $(R)/p3_rand/paper --out $(D)/paper
 	$(PY) -m analysis p3-loss --run $(R)/p3_loss/paper/from-l2_strong-s0 --out $(D)/paper
 	$(PY) -m analysis p2-synthetic --runs $(R)/p2_synthetic --out $(D)/paper

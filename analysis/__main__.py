@@ -10,6 +10,7 @@
     python -m analysis p2-synthetic --runs runs/p2_synthetic # P2 Figs. 2-3
     python -m analysis p2-fig5 --run runs/p2_fig5/paper/layer1
     python -m analysis p3-vit --run runs/p3_vit_demo_prune/quick/vit-s0 --ft-runs runs/p3_vit_demo_ft/quick
+    python -m analysis p4 --runs runs/p4_limit/quick           # P4 limits: accuracy vs ratio, table
     python -m analysis esd --run runs/p2_fig4/paper/fc1000-s0 [--layers 1]   # layer ESDs (P2 Fig. 4)
     python -m analysis export --runs runs/fig1 --to results/fig1
 """
@@ -28,6 +29,7 @@ from analysis.p2_fig5 import plot_p2_fig5
 from analysis.p2_synthetic import plot_p2_fig2, plot_p2_fig3
 from analysis.p3_loss import plot_p3_loss
 from analysis.p3_vit import plot_p3_vit
+from analysis.p4 import plot_p4
 from analysis.randomness import plot_randomness
 from analysis.runs import export_records, load_runs, load_wandb_runs
 from analysis.tables import write_p2_parameter_table
@@ -65,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     p3v = sub.add_parser("p3-vit", help="P3 ViT: reduction vs top-1 (cycles, magnitude, structured), fine-tuned, latency")
     p3v.add_argument("--run", required=True, help="an experiments.p3_prune run folder")
     p3v.add_argument("--ft-runs", help="folder of the fine-tuning runs started from its checkpoints")
+    p4 = sub.add_parser("p4", help="P4 limits: accuracy vs pruning ratio with actual, predicted and MP-implied limits")
+    p4.add_argument("--runs", default="runs/p4_limit/quick", help="folder of experiments.p4_limit runs")
     esd = sub.add_parser("esd", help="grid of layer ESDs with fitted MP densities from a run's checkpoint")
     esd.add_argument("--run", required=True)
     esd.add_argument("--layers", nargs="*", help="module names (default: all Linear/Conv2d layers)")
     esd.add_argument("--name", default="esd", help="output file stem (default: esd)")
-    for p in (*curve_parsers, *run_parsers, rand, syn, p3v, esd):
+    for p in (*curve_parsers, *run_parsers, rand, syn, p3v, p4, esd):
         p.add_argument("--out", default="figures", help="output folder (default: figures)")
     exp = sub.add_parser("export", help="copy run records (no checkpoints) to another folder, e.g. results/")
     exp.add_argument("--runs", required=True)
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             paths = RUN_FIGURES[args.command][2](args.run, out)
         elif args.command == "p3-vit":
             paths = plot_p3_vit(args.run, out, ft_runs=args.ft_runs)
+        elif args.command == "p4":
+            paths = plot_p4(args.runs, out)
         elif args.command == "p2-synthetic":
             paths = plot_p2_fig2(args.runs, out) + plot_p2_fig3(args.runs, out)
         else:

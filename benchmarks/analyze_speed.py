@@ -25,22 +25,12 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
 
 from rmt.analyze import analyze, weight_matrices
 from rmt.spectra import gram_svdvals
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0, out
+from timing import timed
 
 
 @torch.no_grad()

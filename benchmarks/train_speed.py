@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,6 +32,7 @@ from experiments.data import build_data  # noqa: E402
 from experiments.train import effective_settings, layer_stats, make_optimizer, train_epoch  # noqa: E402
 from rmt.models import build_model, output_layer_name  # noqa: E402
 from rmt.pruners import PruneState, make_pruner  # noqa: E402
+from timing import timed  # noqa: E402
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -57,17 +57,8 @@ def bare_epoch(model, opt, x, y, batch_size: int, l1: float, seed: int) -> None:
         opt.step()
 
 
-def timed(fn, device: torch.device, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return times
+def timed_runs(fn, device: torch.device, repeats: int) -> list[float]:
+    return [timed(fn, device)[0] for _ in range(repeats)]
 
 
 def main() -> None:
@@ -113,14 +104,14 @@ def main() -> None:
     runner(), bare()  # warm-up
     results = {"runner_s": [], "bare_s": []}
     for _ in range(args.repeats):  # interleaved, so drifts of the machine hit both alike
-        results["runner_s"] += timed(runner, device, 1)
-        results["bare_s"] += timed(bare, device, 1)
+        results["runner_s"] += timed_runs(runner, device, 1)
+        results["bare_s"] += timed_runs(bare, device, 1)
     trained = copy.deepcopy(runner_model)
     pruner = make_pruner("mp_svd", **{k: v for k, v in OmegaConf.to_container(cfg.pruning).items() if k != "method"},
                          min_rank={output_layer_name(trained): int(cfg.data.num_classes)})
     layer_stats(trained, cfg)  # warm-up: MP quantile caches
-    results["stats_s"] = timed(lambda: layer_stats(trained, cfg), device, args.repeats)
-    results["prune_s"] = timed(lambda: pruner(copy.deepcopy(trained), PruneState(), 0.9), device, args.repeats)
+    results["stats_s"] = timed_runs(lambda: layer_stats(trained, cfg), device, args.repeats)
+    results["prune_s"] = timed_runs(lambda: pruner(copy.deepcopy(trained), PruneState(), 0.9), device, args.repeats)
     med = {k: statistics.median(v) for k, v in results.items()}
     summary = {"device": label, "experiment": args.experiment, "panel": args.panel, "profile": args.profile,
                "examples": len(y), "torch": torch.__version__, **{f"{k}_median": v for k, v in med.items()}, "raw": results,

@@ -42,8 +42,8 @@ def fc_net(hidden: Sequence[int], input_shape: Sequence[int], num_classes: int, 
     """Fully connected net `prod(input_shape) -> hidden... -> num_classes`: Flatten, then Linear/activation
     pairs, no activation after the last Linear (logits) unless `output_relu` (the P2 code's bug, METHOD.md §4.4).
 
-    init: `normal_fan_in` = weights N(0, 1/in), biases 0 (P1 code);  `torch_default` =
-    PyTorch's U[-1/sqrt(in), 1/sqrt(in)] (P2).
+    init: `normal_fan_in` = weights N(0, 1/in), biases 0 (P1 code);  `kaiming_normal` = weights N(0, 2/in),
+    biases 0 (P4 code);  `torch_default` = PyTorch's U[-1/sqrt(in), 1/sqrt(in)] (P2).
     """
     sizes = [math.prod(int(d) for d in input_shape), *(int(h) for h in hidden), int(num_classes)]
     if min(sizes) < 1:
@@ -51,14 +51,15 @@ def fc_net(hidden: Sequence[int], input_shape: Sequence[int], num_classes: int, 
     acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
     if activation not in acts:
         raise ValueError(f"unknown activation {activation!r}; known: {sorted(acts)}")
-    if init not in ("normal_fan_in", "torch_default"):
-        raise ValueError(f"unknown init {init!r}; known: normal_fan_in, torch_default")
+    stds = {"normal_fan_in": 1.0, "kaiming_normal": 2.0**0.5}  # times 1/sqrt(in)
+    if init not in (*stds, "torch_default"):
+        raise ValueError(f"unknown init {init!r}; known: {', '.join([*stds, 'torch_default'])}")
     layers: list[nn.Module] = [nn.Flatten()]
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         linear = nn.Linear(d_in, d_out)
-        if init == "normal_fan_in":
+        if init in stds:
             with torch.no_grad():
-                linear.weight.normal_(0.0, d_in**-0.5)
+                linear.weight.normal_(0.0, stds[init] * d_in**-0.5)
                 linear.bias.zero_()
         layers.append(linear)
         if i < len(sizes) - 2:

@@ -13,6 +13,12 @@ from experiments.data import ensure_dataset
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def compose_named(name: str, *overrides: str):
+    """The composed config `conf/<name>.yaml` with `overrides`."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The project's data root with MNIST present (copied from a mirror by `make data` or here)."""

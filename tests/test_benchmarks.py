@@ -30,3 +30,13 @@ def test_train_speed_script(tmp_path, data_root):
                     "--data-dir", str(data_root), "--json", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=300)
     row = json.loads(out.read_text())
     assert row["device"].startswith("cpu") and row["runner_over_bare"] > 0 and row["prune_over_epoch"] > 0
+
+
+def test_hessian_speed_script(tmp_path):
+    out = tmp_path / "hessian_speed.json"
+    subprocess.run([sys.executable, "benchmarks/hessian_speed.py", "--width-scale", "0.02", "--examples", "256", "--chunk", "100",
+                    "--steps", "3", "--repeats", "1", "--device", "cpu", "--json", str(out)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    row = json.loads(out.read_text())
+    assert row["params"] == 784 * 20 + 20 + 20 * 16 + 16 + 16 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
+    assert row["hvp_over_grad"] > 0 and row["slq_step_over_hvp"] > 0

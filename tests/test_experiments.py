@@ -5,17 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from analysis.__main__ import main as analysis_main
 from experiments import randomness_removal, train
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_named
 
-
-def compose_named(name, *overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from analysis.__main__ import main as analysis_main
 from experiments import p3_prune, train
@@ -16,7 +15,7 @@ from rmt import p3
 from rmt.models import WeightsUnavailableError, build_model
 from rmt.pruners import PruneState, count_nonzero, make_pruner
 from rmt.spectra import fit_layers, spectral_layers
-from tests.conftest import CONF_DIR
+from tests.conftest import compose_named
 
 SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "imagenet-sample"
 TINY_VIT = "model.kwargs={img_size:32,patch_size:8,depth:2,embed_dim:32,num_heads:2}"
@@ -62,10 +61,6 @@ def test_p3_cycles_meet_budgets_keep_masks_and_count_nonzeros():
     restored = PruneState.from_checkpoint(state.as_checkpoint())
     assert restored.cycle == 3 and restored.masks.keys() == state.masks.keys()
 
-
-def compose_named(name, *overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name=name, overrides=list(overrides))
 
 
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason="needs ../shared/data/imagenet-sample")

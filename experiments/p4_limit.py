@@ -1,0 +1,189 @@
+"""P4: the pruning-ratio limit of a trained net, predicted (Hessian SLQ, statistical dimension) and actual
+(global one-shot magnitude pruning), next to the MP view of the same weights (METHOD.md §8).
+
+    python -m experiments.p4_limit -m profile_name=quick                 # the four nets of `experiment=p4`
+    python -m experiments.p4_limit source_run=runs/p4/quick/fc5-mnist-s0 run_name=fc5-mnist-s0
+
+Top to bottom: the source run's model and data -> dense test accuracy and the loss tolerance eps (std of the
+per-batch training losses) -> the accuracy curve at p = i / ratio_steps (one sort of |w|, weights pruned in place,
+restored after) and the actual limits (>= and > the dense accuracy) -> the Hessian density of the mean training
+loss w.r.t. the pruned weights by stochastic Lanczos quadrature -> the predicted limit p* = gw(R(p*)) -> the MP
+fit of every layer (bulk fraction, parameters the MP truncation keeps, the MP-pruned net's accuracy) -> records.
+`curve.csv` and `spectrum.csv` are reused when the run is repeated with the same settings (a crash loses at most
+one stage).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
+from experiments.data import build_data
+from experiments.errors import RunConfigError
+from rmt.analyze import analyze
+from rmt.hessian import lanczos_spectrum, loss_hessian_operator
+from rmt.limit import actual_limit, magnitude_pruned, predicted_limit, pruned_norm, sorted_magnitudes, width_ratio
+from rmt.models import linear_topology, output_layer_name
+from rmt.prune import count_parameters
+from rmt.pruners import PruneState, make_pruner
+from rmt.spectra import spectral_layers
+
+
+def cached_stage(run_dir: Path, name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool]:
+    """(`run_dir/name`, True) when an earlier run wrote it with the same `settings` (recorded in `stages.json`),
+    else (`compute()`, False), written there."""
+    index_path = run_dir / "stages.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = run_dir / name
+    if index.get(name) == key and path.exists():
+        return pd.read_csv(path), True
+    frame = compute()
+    frame.to_csv(path, index=False)
+    index[name] = key
+    index_path.write_text(json.dumps(index, indent=2))
+    return frame, False
+
+
+@torch.no_grad()
+def batch_losses(model: torch.nn.Module, split, batch_size: int) -> torch.Tensor:
+    """Mean cross-entropy of each training batch (in order), float64 on the device."""
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    return torch.stack([F.cross_entropy(model(x.to(dtype)).double(), y) for x, y in split.batches(batch_size)])
+
+
+def run(cfg: DictConfig) -> dict:
+    device, _, _ = setup_numerics(cfg)
+    source = load_source_run(cfg.source_run, device)
+    model, spec = source.model, source.checkpoint["model_spec"]
+    config = {**source.config, "paths": {**source.config["paths"], "data_dir": cfg.paths.data_dir}}
+    data = build_data(config, device, model=model)
+    record = begin_record(cfg, source_config=config, model_spec=spec)
+    layers = spectral_layers(model)
+    weights = {f"{name}.weight": mod.weight for name, mod in layers}
+    n_weights = sum(w.numel() for w in weights.values())
+    source_settings = {"source": str(Path(cfg.source_run).resolve()), "epoch": source.checkpoint["epoch"],
+                       "fingerprint": source.checkpoint["fingerprint"]}
+    progress = bool(cfg.progress)
+
+    # Dense accuracy, and the loss tolerance eps: the std of the per-batch training losses (P4 code: np.std).
+    dense_loss, dense_acc, _ = evaluate(model, data.test, cfg.eval_batch_size)
+    loss_batch = int(cfg.loss_batch_size or config["train"]["batch_size"])
+    losses = batch_losses(model, data.train, loss_batch)
+    eps = float(losses.std(unbiased=False)) if len(losses) > 1 else float("nan")
+    if not eps > 0:
+        raise RunConfigError(f"the loss tolerance needs at least two training batches with different losses; got "
+                             f"{len(losses)} batch(es) of {loss_batch} (set loss_batch_size smaller)")
+
+    # Actual limit: accuracy at every p = i / ratio_steps, weights pruned in place (no model copies).
+    ratios = [i / cfg.ratio_steps for i in range(cfg.ratio_steps)]
+
+    def sweep() -> pd.DataFrame:
+        rows = []
+        bar = tqdm(total=len(ratios), desc="magnitude sweep", unit="ratio", disable=not progress)
+        for p in magnitude_pruned(weights, ratios):
+            loss, acc, _ = evaluate(model, data.test, cfg.eval_batch_size)
+            rows.append({"ratio": p, "test_acc": acc, "test_loss": loss})
+            bar.update(1)
+        bar.close()
+        return pd.DataFrame(rows)
+
+    t0 = time.perf_counter()
+    curve, curve_reused = cached_stage(record.dir, "curve.csv", {**source_settings, "ratios": cfg.ratio_steps,
+                                                    "test_subset": config["effective"]["test_subset"]}, sweep)
+    sweep_s = time.perf_counter() - t0
+
+    # Hessian density of the mean training loss w.r.t. the pruned weights (or all parameters), by SLQ.
+    if cfg.hessian_params not in ("weights", "all"):
+        raise RunConfigError(f"hessian_params must be weights or all, got {cfg.hessian_params!r}")
+    names = list(weights) if cfg.hessian_params == "weights" else [n for n, _ in model.named_parameters()]
+    timing = {}
+
+    def spectrum() -> pd.DataFrame:
+        matvec, dim = loss_hessian_operator(model, lambda: data.train.batches(int(cfg.lanczos.batch_size)), params=names)
+        bar = tqdm(total=cfg.lanczos.steps * cfg.lanczos.probes, desc="Lanczos (Hessian-vector products)", unit="hvp",
+                   disable=not progress)
+
+        calls = []
+
+        def counted(v: torch.Tensor) -> torch.Tensor:
+            calls.append(1)
+            bar.update(1)
+            return matvec(v)
+
+        start = time.perf_counter()
+        nodes, node_weights = lanczos_spectrum(counted, dim, steps=cfg.lanczos.steps, probes=cfg.lanczos.probes,
+                                               seed=cfg.lanczos.seed, device=device)
+        timing.update(hvps=len(calls), slq_s=time.perf_counter() - start)
+        bar.close()
+        return pd.DataFrame({"eigenvalue": nodes.numpy(), "weight": node_weights.numpy()})
+
+    spec_frame, spectrum_reused = cached_stage(record.dir, "spectrum.csv", {**source_settings, **OmegaConf.to_container(cfg.lanczos),
+                                                           "params": cfg.hessian_params,
+                                                           "train_subset": config["effective"]["train_subset"]}, spectrum)
+    nodes = torch.tensor(spec_frame["eigenvalue"].to_numpy(), dtype=torch.float64)
+    node_weights = torch.tensor(spec_frame["weight"].to_numpy(), dtype=torch.float64)
+
+    # Predicted limit: p* = gw(R(p*)); the curve gets R(p) and gw(R(p)) for the figure.
+    magnitudes = sorted_magnitudes(list(weights.values()))
+    predicted = predicted_limit(magnitudes, nodes, node_weights, eps)
+    radius = pruned_norm(magnitudes, curve["ratio"].tolist())
+    curve["pruned_norm"] = radius.numpy()
+    curve["width_ratio"] = width_ratio(radius, nodes, node_weights, eps).numpy()
+    curve.to_csv(record.dir / "curve.csv", index=False)
+    acc_ge = actual_limit(curve["ratio"], curve["test_acc"], dense_acc)
+    acc_gt = actual_limit(curve["ratio"], curve["test_acc"], dense_acc, strict=True)
+
+    # The MP view of the same weights: per layer, the bulk fraction and what the MP truncation to the spikes keeps
+    # (`rmt.analyze`); overall, the parameters of the net `mp_svd` prunes to its spikes (keep fraction 0, the
+    # output layer kept at rank >= #classes, as in P1) and its accuracy.
+    mp = analyze(model, alpha=cfg.mp.alpha, beta=cfg.mp.beta, keep_fraction=0.0, device=device)
+    mp.to_csv(record.dir / "layers.csv", index=False)
+    bulk = float((mp["bulk_fraction"] * mp["M"]).sum() / mp["M"].sum())
+    pruned = copy.deepcopy(model)
+    make_pruner("mp_svd", alpha=cfg.mp.alpha, beta=cfg.mp.beta, gof_threshold=cfg.mp.gof_threshold, resplit="product",
+                min_rank={output_layer_name(pruned): int(config["data"]["num_classes"])})(pruned, PruneState(), 0.0)
+    _, mp_acc, _ = evaluate(pruned, data.test, cfg.eval_batch_size)
+    mp_kept = count_parameters(pruned) / count_parameters(model)
+    at_mp = curve.iloc[(curve["ratio"] - (1.0 - mp_kept)).abs().argmin()]
+    at_predicted = curve.iloc[(curve["ratio"] - predicted).abs().argmin()]
+
+    summary = {
+        "source_run": str(cfg.source_run), "net": spec.get("name", cfg.net), "dataset": config["data"]["name"],
+        "sizes": linear_topology(model),
+        "weights": n_weights, "params": count_parameters(model), "hessian_dim": sum(model.get_parameter(n).numel() for n in names),
+        "train_examples": len(data.train), "test_examples": len(data.test),
+        "dense_test_acc": dense_acc, "dense_test_loss": dense_loss, "eps": eps, "loss_batch_size": loss_batch,
+        "ratio_steps": cfg.ratio_steps, "actual_limit_ge": acc_ge, "actual_limit_gt": acc_gt,
+        "predicted_limit": predicted, "predicted_minus_actual": None if acc_ge is None else predicted - acc_ge,
+        "acc_at_predicted": float(at_predicted["test_acc"]),
+        "lambda_min": float(nodes.min()), "lambda_max": float(nodes.max()),
+        "mp_bulk_fraction": bulk, "mp_kept_fraction": mp_kept, "mp_ratio": 1.0 - mp_kept, "mp_pruned_test_acc": mp_acc,
+        "magnitude_acc_at_mp_ratio": float(at_mp["test_acc"]),
+        "reused_stages": [n for n, reused in (("curve.csv", curve_reused), ("spectrum.csv", spectrum_reused)) if reused],
+        "sweep_s": round(sweep_s, 2),
+        **({"hvps": timing["hvps"], "slq_s": round(timing["slq_s"], 2),
+            "hvp_per_s": round(timing["hvps"] / timing["slq_s"], 3)} if timing else {}),
+    }
+    record.write_summary(summary)
+    return summary
+
+
+main = hydra_entry("p4_limit", run, lambda s: print(
+    f"{s['net']} on {s['dataset']}: dense acc {s['dense_test_acc']:.4f}; actual limit (>=) {s['actual_limit_ge']}, "
+    f"(>) {s['actual_limit_gt']}; predicted {s['predicted_limit']:.4f}; MP-implied ratio {s['mp_ratio']:.4f}"))
+
+if __name__ == "__main__":
+    main()
