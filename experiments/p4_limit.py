@@ -40,20 +40,33 @@ from rmt.pruners import PruneState, make_pruner
 from rmt.spectra import spectral_layers
 
 
-def cached_stage(run_dir: Path, name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool]:
-    """(`run_dir/name`, True) when an earlier run wrote it with the same `settings` (recorded in `stages.json`),
-    else (`compute()`, False), written there."""
+def cached_stage(run_dir: Path, name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool, float]:
+    """(frame, reused, seconds it took to compute): `run_dir/name` when an earlier run wrote it with the same
+    `settings` (recorded in `stages.json` with its compute time), else `compute()`, written there."""
     index_path = run_dir / "stages.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = run_dir / name
-    if index.get(name) == key and path.exists():
-        return pd.read_csv(path), True
+    entry = index.get(name) if isinstance(index.get(name), dict) else {}
+    if entry.get("key") == key and path.exists():
+        return pd.read_csv(path), True, float(entry["seconds"])
+    start = time.perf_counter()
     frame = compute()
+    seconds = time.perf_counter() - start
     frame.to_csv(path, index=False)
-    index[name] = key
+    index[name] = {"key": key, "seconds": round(seconds, 2)}
     index_path.write_text(json.dumps(index, indent=2))
-    return frame, False
+    return frame, False, seconds
+
+
+@torch.no_grad()
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer, in order (a few ms): identifies the exact model a stage was computed on."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @torch.no_grad()
@@ -74,11 +87,13 @@ def run(cfg: DictConfig) -> dict:
     layers = spectral_layers(model)
     weights = {f"{name}.weight": mod.weight for name, mod in layers}
     n_weights = sum(w.numel() for w in weights.values())
-    source_settings = {"source": str(Path(cfg.source_run).resolve()), "epoch": source.checkpoint["epoch"],
-                       "fingerprint": source.checkpoint["fingerprint"]}
+    # What the cached stages depend on: the exact weights, the numerics they are evaluated with, the data.
+    source_settings = {"weights_sha256": weights_digest(model), "device": str(device), "dtype": str(next(model.parameters()).dtype),
+                       "data": config["data"], "data_dir": str(Path(cfg.paths.data_dir).resolve())}
     progress = bool(cfg.progress)
 
-    # Dense accuracy, and the loss tolerance eps: the std of the per-batch training losses (P4 code: np.std).
+    # Dense accuracy, and the loss tolerance eps: the std of the per-batch training losses (P4 code: np.std over a
+    # loader that keeps the last, smaller batch; so do we).
     dense_loss, dense_acc, _ = evaluate(model, data.test, cfg.eval_batch_size)
     loss_batch = int(cfg.loss_batch_size or config["train"]["batch_size"])
     losses = batch_losses(model, data.train, loss_batch)
@@ -100,37 +115,28 @@ def run(cfg: DictConfig) -> dict:
         bar.close()
         return pd.DataFrame(rows)
 
-    t0 = time.perf_counter()
-    curve, curve_reused = cached_stage(record.dir, "curve.csv", {**source_settings, "ratios": cfg.ratio_steps,
+    curve, curve_reused, sweep_s = cached_stage(record.dir, "curve.csv", {**source_settings, "ratios": cfg.ratio_steps,
                                                     "test_subset": config["effective"]["test_subset"]}, sweep)
-    sweep_s = time.perf_counter() - t0
 
     # Hessian density of the mean training loss w.r.t. the pruned weights (or all parameters), by SLQ.
     if cfg.hessian_params not in ("weights", "all"):
         raise RunConfigError(f"hessian_params must be weights or all, got {cfg.hessian_params!r}")
     names = list(weights) if cfg.hessian_params == "weights" else [n for n, _ in model.named_parameters()]
-    timing = {}
-
     def spectrum() -> pd.DataFrame:
         matvec, dim = loss_hessian_operator(model, lambda: data.train.batches(int(cfg.lanczos.batch_size)), params=names)
         bar = tqdm(total=cfg.lanczos.steps * cfg.lanczos.probes, desc="Lanczos (Hessian-vector products)", unit="hvp",
                    disable=not progress)
 
-        calls = []
-
         def counted(v: torch.Tensor) -> torch.Tensor:
-            calls.append(1)
             bar.update(1)
             return matvec(v)
 
-        start = time.perf_counter()
         nodes, node_weights = lanczos_spectrum(counted, dim, steps=cfg.lanczos.steps, probes=cfg.lanczos.probes,
                                                seed=cfg.lanczos.seed, device=device)
-        timing.update(hvps=len(calls), slq_s=time.perf_counter() - start)
         bar.close()
         return pd.DataFrame({"eigenvalue": nodes.numpy(), "weight": node_weights.numpy()})
 
-    spec_frame, spectrum_reused = cached_stage(record.dir, "spectrum.csv", {**source_settings, **OmegaConf.to_container(cfg.lanczos),
+    spec_frame, spectrum_reused, slq_s = cached_stage(record.dir, "spectrum.csv", {**source_settings, **OmegaConf.to_container(cfg.lanczos),
                                                            "params": cfg.hessian_params,
                                                            "train_subset": config["effective"]["train_subset"]}, spectrum)
     nodes = torch.tensor(spec_frame["eigenvalue"].to_numpy(), dtype=torch.float64)
@@ -156,9 +162,9 @@ def run(cfg: DictConfig) -> dict:
     make_pruner("mp_svd", alpha=cfg.mp.alpha, beta=cfg.mp.beta, gof_threshold=cfg.mp.gof_threshold, resplit="product",
                 min_rank={output_layer_name(pruned): int(config["data"]["num_classes"])})(pruned, PruneState(), 0.0)
     _, mp_acc, _ = evaluate(pruned, data.test, cfg.eval_batch_size)
-    mp_kept = count_parameters(pruned) / count_parameters(model)
+    mp_kept = sum(m.weight.numel() for _, m in spectral_layers(pruned)) / n_weights  # weights, as p counts them
     at_mp = curve.iloc[(curve["ratio"] - (1.0 - mp_kept)).abs().argmin()]
-    at_predicted = curve.iloc[(curve["ratio"] - predicted).abs().argmin()]
+    at_predicted = curve.iloc[(curve["ratio"] - predicted).abs().argmin()]  # the grid ratio nearest p*
 
     summary = {
         "source_run": str(cfg.source_run), "net": spec.get("name", cfg.net), "dataset": config["data"]["name"],
@@ -173,9 +179,8 @@ def run(cfg: DictConfig) -> dict:
         "mp_bulk_fraction": bulk, "mp_kept_fraction": mp_kept, "mp_ratio": 1.0 - mp_kept, "mp_pruned_test_acc": mp_acc,
         "magnitude_acc_at_mp_ratio": float(at_mp["test_acc"]),
         "reused_stages": [n for n, reused in (("curve.csv", curve_reused), ("spectrum.csv", spectrum_reused)) if reused],
-        "sweep_s": round(sweep_s, 2),
-        **({"hvps": timing["hvps"], "slq_s": round(timing["slq_s"], 2),
-            "hvp_per_s": round(timing["hvps"] / timing["slq_s"], 3)} if timing else {}),
+        "sweep_s": round(sweep_s, 2), "hvps": len(spec_frame), "slq_s": round(slq_s, 2),  # one HVP per Ritz value
+        "hvp_per_s": round(len(spec_frame) / max(slq_s, 1e-9), 3),
     }
     record.write_summary(summary)
     return summary

@@ -15,6 +15,7 @@ grows with `p` (from -1 at p = 0), it is the smallest `p = k / D` with `p >= gw(
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
@@ -37,10 +38,12 @@ def pruned_norm(magnitudes: torch.Tensor, ratios: torch.Tensor | Sequence[float]
 
 def width_ratio(radius: torch.Tensor | float, nodes: torch.Tensor, weights: torch.Tensor, eps: float) -> torch.Tensor:
     """gw(R) for each radius R (any shape), from a spectral density given as nodes and (non-negative) weights."""
-    if eps <= 0:
-        raise ValueError(f"the loss tolerance eps must be > 0, got {eps}")
-    if len(nodes) != len(weights) or len(nodes) == 0 or bool((weights < 0).any()) or float(weights.sum()) <= 0:
-        raise ValueError("the density needs as many non-negative weights as nodes, with a positive sum")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"the loss tolerance eps must be finite and > 0, got {eps}")
+    if len(nodes) != len(weights) or len(nodes) == 0 or not bool(torch.isfinite(nodes).all()):
+        raise ValueError("the density needs finite nodes, as many as its weights")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+        raise ValueError("the density needs finite non-negative weights with a positive sum")
     r2 = torch.as_tensor(radius, dtype=torch.float64)[..., None] ** 2
     lam = nodes.double().abs()
     share = (2 * eps) / (2 * eps + r2 * lam)  # r_i^2 / (R^2 + r_i^2), finite at lambda_i = 0
@@ -57,9 +60,7 @@ def predicted_limit(magnitudes: torch.Tensor, nodes: torch.Tensor, weights: torc
     def above(k: int) -> bool:
         return k / d >= float(width_ratio(cumulative[k].sqrt(), nodes, weights, eps))
 
-    lo, hi = 0, d  # above(0) is False (gw(0) = 1 > 0); above(d) holds unless gw(||w||) = 1, i.e. all of rho at 0
-    if not above(hi):
-        return 1.0
+    lo, hi = 0, d  # above(0) is False (gw(0) = 1 > 0); above(d) holds (gw <= 1): the answer is in (lo, hi]
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if above(mid) else (mid, hi)

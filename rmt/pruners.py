@@ -135,7 +135,7 @@ def magnitude_ranks(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     """Each entry's position (0 = smallest) in the ascending order of |w| over all `weights` together; ties are
     broken by position (a stable sort), so `rank >= k` keeps all but exactly k entries."""
     names = list(weights)
-    flat = torch.cat([weights[n].detach().abs().flatten().float() for n in names])
+    flat = torch.cat([weights[n].detach().abs().flatten().double() for n in names])  # float64: as rmt.limit sorts
     ranks = torch.empty(flat.numel(), dtype=torch.long, device=flat.device)
     ranks[torch.argsort(flat, stable=True)] = torch.arange(flat.numel(), device=flat.device)
     sizes = [weights[n].numel() for n in names]

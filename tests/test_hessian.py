@@ -62,6 +62,19 @@ def test_breakdown_on_a_small_invariant_subspace():
     a = torch.diag(torch.tensor([1.0, 1.0, 1.0, 5.0], dtype=torch.float64))
     alpha, beta = lanczos_tridiagonal(lambda v: a @ v, torch.full((4,), 0.5, dtype=torch.float64), steps=10)
     assert len(alpha) == 2 and len(beta) == 1  # the probe lives in span{e_1+e_2+e_3, e_4}
+    nodes, weights = lanczos_spectrum(lambda v: a @ v, 4, steps=10, seed=0)
+    torch.testing.assert_close(nodes, torch.tensor([1.0, 5.0], dtype=torch.float64))
+    # A Rademacher probe / 2 has squared projection 3/4 on the eigenspace of 1 and 1/4 on that of 5, whatever its signs.
+    torch.testing.assert_close(weights, torch.tensor([0.75, 0.25], dtype=torch.float64))
+
+
+def test_a_matvec_that_changes_its_input_does_not_corrupt_the_basis():
+    a = planted(torch.linspace(1.0, 3.0, 50).double())
+
+    def in_place(v: torch.Tensor) -> torch.Tensor:
+        return v.copy_(a @ v)
+
+    torch.testing.assert_close(lanczos_spectrum(in_place, 50, steps=50)[0], torch.linspace(1.0, 3.0, 50).double(), atol=1e-9, rtol=0)
 
 
 def test_bad_arguments_are_refused():
@@ -138,8 +151,11 @@ def test_hessian_operator_on_a_parameter_subset():
         loss_hessian_operator(model, lambda: [(x, y)], params=["9.weight"])
 
 
-def test_float32_model_gives_float64_products():
-    model, x, y = small_mlp_problem(torch.float32)
-    matvec, dim = loss_hessian_operator(model, lambda: [(x, y)])
-    out = matvec(torch.ones(dim, dtype=torch.float64))
-    assert out.dtype == torch.float64 and out.shape == (dim,) and torch.isfinite(out).all()
+def test_float32_model_gives_float64_products_close_to_the_float64_model():
+    model64, x, y = small_mlp_problem(torch.float64)
+    model32, _, _ = small_mlp_problem(torch.float32)  # the same seed: the same weights, rounded
+    v = torch.randn(971, dtype=torch.float64)
+    exact = loss_hessian_operator(model64, lambda: [(x, y)])[0](v)
+    out = loss_hessian_operator(model32, lambda: [(x.float(), y)])[0](v)
+    assert out.dtype == torch.float64 and out.shape == (971,)
+    assert ((out - exact).norm() / exact.norm()).item() < 1e-5

@@ -23,8 +23,14 @@ def test_width_ratio_closed_form():
     assert width_ratio(0.0, torch.tensor([5.0, -1.0]), torch.tensor([0.5, 0.5], dtype=torch.float64), eps).item() == 1.0
     with pytest.raises(ValueError, match="eps"):
         width_ratio(1.0, torch.tensor([1.0]), ONE, 0.0)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="as many as"):
         width_ratio(1.0, torch.tensor([1.0, 2.0]), ONE, 0.1)
+    with pytest.raises(ValueError, match="eps"):  # NaN must not slip through as "not <= 0"
+        predicted_limit(torch.ones(10, dtype=torch.float64), torch.tensor([1.0]), ONE, float("nan"))
+    with pytest.raises(ValueError, match="finite nodes"):
+        predicted_limit(torch.ones(10, dtype=torch.float64), torch.tensor([float("nan")]), ONE, 0.1)
+    with pytest.raises(ValueError, match="non-negative"):
+        width_ratio(1.0, torch.tensor([1.0]), -ONE, 0.1)
 
 
 def test_fixed_point_with_equal_magnitudes_and_one_eigenvalue():
@@ -97,3 +103,19 @@ def test_magnitude_sweep_prunes_exact_counts_and_restores():
     for _ in magnitude_pruned(weights, [0.5, 0.9]):
         break  # restored on an early exit too
     assert all(torch.equal(weights[n], before[n]) for n in weights)
+
+
+def test_magnitude_sweep_order_zeros_first_then_ties_by_position():
+    weights = {"a": torch.tensor([[0.5, -0.1], [0.0, 0.3]]), "b": torch.tensor([0.1, -0.3, 2.0])}
+    # |w| in concatenated order: a = 0.5, 0.1, 0.0, 0.3; b = 0.1, 0.3, 2.0 -> removal order: a[1,0] (the zero),
+    # a[0,1], b[0] (tied 0.1, by position), a[1,1], b[1] (tied 0.3), a[0,0], b[2].
+    expected_zeros = [
+        ({"a": [[0, 0], [1, 0]], "b": [0, 0, 0]}),
+        ({"a": [[0, 1], [1, 0]], "b": [1, 0, 0]}),
+        ({"a": [[0, 1], [1, 1]], "b": [1, 1, 0]}),
+        ({"a": [[1, 1], [1, 1]], "b": [1, 1, 1]}),
+    ]
+    ratios = [1 / 7, 3 / 7, 5 / 7, 1.0]
+    for p, want in zip(magnitude_pruned(weights, ratios), expected_zeros):
+        for n in weights:
+            assert (weights[n] == 0).int().tolist() == want[n], (p, n)

@@ -41,8 +41,9 @@ def test_p4_limit_pipeline_records_figure_and_reuse(trained_fc5, tmp_path):
     assert summary["actual_limit_ge"] == actual_limit(curve["ratio"], curve["test_acc"], summary["dense_test_acc"])
     p = summary["predicted_limit"]
     # The fixed point: at p*, p >= gw(R(p)); just below it, p < gw.
-    below = curve[curve["ratio"] < p - 0.01]
-    assert 0 < p <= 1 and (below["ratio"] < below["width_ratio"]).all()
+    below, above = curve[curve["ratio"] < p - 0.01], curve[curve["ratio"] > p + 0.01]
+    assert 0 < p <= 1 and (below["ratio"] < below["width_ratio"]).all() and (above["ratio"] >= above["width_ratio"]).all()
+    assert summary["acc_at_predicted"] == curve.iloc[(curve["ratio"] - p).abs().argmin()]["test_acc"]
     spectrum = pd.read_csv(run_dir / "spectrum.csv")
     assert len(spectrum) == 24 and spectrum["weight"].sum() == pytest.approx(1.0)
     assert summary["hessian_dim"] == summary["weights"] and summary["hvps"] == 24
@@ -55,6 +56,13 @@ def test_p4_limit_pipeline_records_figure_and_reuse(trained_fc5, tmp_path):
     assert again["reused_stages"] == ["curve.csv", "spectrum.csv"] and again["predicted_limit"] == p
     changed = p4_limit.run(limit_cfg(runs, data_root, "lanczos.steps=12"))
     assert changed["reused_stages"] == ["curve.csv"] and changed["hvps"] == 12
+    # Other weights under the same run folder (e.g. the source retrained): nothing is reused.
+    ckpt_path = Path(cfg.source_run) / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt["model"]["1.weight"] *= 0.5
+    torch.save(ckpt, ckpt_path)
+    changed = p4_limit.run(limit_cfg(runs, data_root, "lanczos.steps=12"))
+    assert changed["reused_stages"] == [] and pd.read_csv(run_dir / "curve.csv")["test_acc"].iloc[0] == changed["dense_test_acc"]
 
     out = tmp_path / "fig"
     assert analysis_main(["p4", "--runs", str(run_dir.parent), "--out", str(out)]) == 0
