@@ -12,7 +12,8 @@ JOBS    ?= $(if $(filter paper,$(PROFILE)),10,2)
 THREADS ?= 1
 LOGGER  ?= auto
 RUNS    ?= runs
-DATA    ?= data
+# Where the datasets live: DATA=..., else $$RMT_DATA_ROOT, else ./data.
+DATA    ?= $(or $(RMT_DATA_ROOT),data)
 SWEEP   := hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) device=$(DEVICE) threads=$(THREADS) progress=false logger=$(LOGGER) paths.runs_dir=$(RUNS) paths.data_dir=$(DATA)
 
 export RMT_RUNS_DIR := $(abspath $(RUNS))
@@ -167,6 +168,7 @@ figures: install
 	$(PY) -m analysis p3-loss --run $(R)/p3_loss/quick/from-l2_strong-s0 --out $(D)/quick
 	$(PY) -m analysis p3-vit --run $(R)/p3_vit_demo_prune/quick/vit-s0 --ft-runs $(R)/p3_vit_demo_ft/quick --out $(D)/quick
 	$(PY) -m analysis p4 --runs $(R)/p4_limit/quick --out $(D)/quick
+	$(PY) -m analysis p4 --runs $(R)/p4_limit/paper --out $(D)/paper
 	$(PY) -m analysis p3-rand --runs $(R)/p3_rand/paper --out $(D)/paper
 	$(PY) -m analysis p3-loss --run $(R)/p3_loss/paper/from-l2_strong-s0 --out $(D)/paper
 	$(PY) -m analysis p2-synthetic --runs $(R)/p2_synthetic --out $(D)/paper

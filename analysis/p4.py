@@ -14,6 +14,7 @@ import pandas as pd
 
 from analysis.plotting import plt, save_figure, save_table
 
+TICKS = [0.01, 0.1, 0.5, 0.9, 0.99, 0.999]
 ORDER = {"fc5": 0, "fc12": 1, "mnist": 0, "fashion_mnist": 1}
 TABLE_COLUMNS = {
     "net": "net", "dataset": "dataset", "dense_test_acc": "dense acc", "actual_limit_ge": "actual (acc >= dense)",
@@ -42,7 +43,7 @@ def p4_table(runs: str | Path) -> pd.DataFrame:
 
 def plot_p4(runs: str | Path, out: str | Path) -> list[Path]:
     loaded = p4_runs(runs)
-    fig, axes = plt.subplots(2, len(loaded), figsize=(4.2 * len(loaded), 6.6), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(loaded), figsize=(4.2 * len(loaded), 6.6), squeeze=False)
     values = []
     for col, (s, curve) in enumerate(loaded):
         top, bottom = axes[0, col], axes[1, col]
@@ -58,8 +59,13 @@ def plot_p4(runs: str | Path, out: str | Path) -> list[Path]:
         top.set_ylim(max(0.0, min(curve["test_acc"].min(), s["dense_test_acc"]) - 0.02), 1.0)
         top.legend(fontsize=7, loc="lower left")
         bottom.plot(curve["ratio"], curve["width_ratio"], color="tab:red", lw=1.2, label="gw(R(p))")
-        bottom.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="p")
-        bottom.set_xlabel("pruning ratio p (share of weights set to 0)")
+        bottom.plot(curve["ratio"], curve["ratio"], color="grey", lw=0.8, ls=":", label="p")
+        for ax in (top, bottom):  # logit axis: the limits of L1-trained nets sit near p = 1, where a linear axis has no room
+            ax.set_xscale("logit")
+            ax.set_xlim(1.0 / len(curve), 1.0 - 1.0 / len(curve))  # the curve's grid: p = i / len(curve)
+            ax.set_xticks(TICKS, [f"{t:g}" for t in TICKS])
+            ax.minorticks_off()
+        bottom.set_xlabel("pruning ratio p (share of weights set to 0; logit scale)")
         bottom.legend(fontsize=7, loc="upper right")
         values.append(curve.assign(net=s["net"], dataset=s["dataset"]))
     axes[0, 0].set_ylabel("test accuracy")

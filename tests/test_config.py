@@ -65,3 +65,21 @@ def test_launchers_compose(launcher, target):
     assert c.hydra.launcher._target_.endswith(target)
     if launcher == "slurm":
         assert c.hydra.launcher.gpus_per_node == 1 and c.hydra.launcher.timeout_min == 720
+
+
+def test_make_data_honours_rmt_data_root():
+    """`make data` puts the datasets where $RMT_DATA_ROOT says (DATA= still wins), as the README documents."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def planned(*args: str, env: dict | None = None) -> str:
+        out = subprocess.run(["make", "-n", "-W", ".venv/.installed", "data", *args], cwd=root, capture_output=True, text=True,
+                             env={**{k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+                                  **(env or {})}, check=True).stdout
+        return [line for line in out.splitlines() if "experiments.data" in line][-1].strip()
+
+    assert planned(env={"RMT_DATA_ROOT": "/tmp/elsewhere"}).endswith("experiments.data /tmp/elsewhere")
+    assert planned("DATA=/tmp/x", env={"RMT_DATA_ROOT": "/tmp/elsewhere"}).endswith("experiments.data /tmp/x")
