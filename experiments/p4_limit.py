@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
 from experiments.data import build_data
 from experiments.errors import RunConfigError
+from experiments.validation import P4_LIMIT_RULES, check_config
 from rmt.analyze import analyze
 from rmt.hessian import lanczos_spectrum, loss_hessian_operator
 from rmt.limit import actual_limit, magnitude_pruned, predicted_limit, pruned_norm, sorted_magnitudes, width_ratio
@@ -78,6 +79,7 @@ def batch_losses(model: torch.nn.Module, split, batch_size: int) -> torch.Tensor
 
 
 def run(cfg: DictConfig) -> dict:
+    check_config(cfg, P4_LIMIT_RULES)
     device, _, _ = setup_numerics(cfg)
     source = load_source_run(cfg.source_run, device)
     model, spec = source.model, source.checkpoint["model_spec"]

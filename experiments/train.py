@@ -30,6 +30,7 @@ from experiments.common import evaluate, hydra_entry, model_spec, setup_numerics
 from experiments.data import build_data
 from experiments.errors import RunConfigError
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
+from experiments.validation import TRAIN_RULES, check_config
 from rmt.models import build_model, linear_topology, model_from_checkpoint, output_layer_name
 from rmt.prune import count_parameters
 from rmt.pruners import PruneState, count_nonzero, make_pruner
@@ -140,6 +141,7 @@ def train_epoch(model, opt, split, cfg: DictConfig, state: PruneState, dtype: to
 
 def run(cfg: DictConfig) -> dict:
     """Train one run as configured; returns its summary."""
+    check_config(cfg, TRAIN_RULES)
     device, dtype, run_numerics = setup_numerics(cfg)
     settings = effective_settings(cfg)
     init_ckpt = None
