@@ -16,6 +16,16 @@ from pathlib import Path
 import torch
 
 
+class CheckpointUnreadableError(RuntimeError):
+    """Every checkpoint of a run folder is truncated or corrupt."""
+
+
+def _first_sentence(exc: Exception, limit: int = 120) -> str:
+    """The first line of an exception's message, shortened at a word boundary."""
+    line = (str(exc).splitlines() or [""])[0].strip()
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Atomic write; the previous checkpoint is kept as a fallback."""
     path, prev, tmp = run_dir / "checkpoint.pt", run_dir / "checkpoint.prev.pt", run_dir / "checkpoint.pt.tmp"
@@ -34,10 +44,10 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated or corrupt file
-            first_line = (str(exc).splitlines() or [""])[0][:100]
-            errors.append(f"{path.name}: {type(exc).__name__}: {first_line}")
+            errors.append(f"{path.name}: {type(exc).__name__}: {_first_sentence(exc)}")
             print(f"warning: checkpoint {path} is unreadable ({type(exc).__name__}); trying an older one", file=sys.stderr)
     if errors:
-        raise RuntimeError(f"no readable checkpoint in {run_dir} ({'; '.join(errors)}). "
-                           f"Delete the checkpoint files to restart this run from scratch.")
+        raise CheckpointUnreadableError(
+            f"no readable checkpoint in {run_dir} ({'; '.join(errors)}). Delete checkpoint.pt and checkpoint.prev.pt there "
+            f"to restart this run from scratch, or point to another run folder.")
     return None

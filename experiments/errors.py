@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from experiments.checkpoints import CheckpointUnreadableError
 from experiments.data import DataUnavailableError
 from rmt.models import WeightsUnavailableError
 
@@ -16,7 +17,7 @@ class RunConfigError(ValueError):
     """A setting is unusable, or the run directory holds a run made with other settings or numerics."""
 
 
-USER_ERRORS = (DataUnavailableError, RunConfigError, FileNotFoundError, WeightsUnavailableError)
+USER_ERRORS = (DataUnavailableError, RunConfigError, FileNotFoundError, WeightsUnavailableError, CheckpointUnreadableError)
 
 
 def run_or_exit(run: Callable[..., T], *args, extra: tuple[type[Exception], ...] = ()) -> T:

@@ -1,6 +1,7 @@
 """The training runner on the smoke profile: records, identical arms at init, resume, bad checkpoints, W&B failures."""
 
 import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -109,6 +110,13 @@ def test_corrupt_checkpoint_falls_back_then_fails_clearly(compose_cfg):
     (run_dir / "checkpoint.prev.pt").write_bytes(b"junk")
     with pytest.raises(RuntimeError, match="no readable checkpoint.*Delete"):
         train.load_checkpoint(run_dir)
+    # From the command line: one error line with the advice, no traceback.
+    done = subprocess.run([sys.executable, "-m", "experiments.train", *SMOKE, "arm=rmt", f"paths.runs_dir={cfg.paths.runs_dir}",
+                           f"paths.data_dir={cfg.paths.data_dir}", "logger=local", "progress=false"],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and "Traceback" not in done.stderr and len(errors) == 1
+    assert "no readable checkpoint" in errors[0] and errors[0].endswith("or point to another run folder.")
 
 
 def test_changed_settings_in_same_run_dir_are_refused(compose_cfg):
