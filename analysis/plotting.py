@@ -10,11 +10,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["CSV_FLOAT_FORMAT", "plt", "save_figure", "save_table"]
+__all__ = ["csv_float", "plt", "save_figure", "save_table"]
 
-# Plotted values are written to 12 significant digits: float noise of another BLAS thread count or summation order
-# (last 1-3 digits of 17) does not change the committed CSVs.
-CSV_FLOAT_FORMAT = "%.12g"
+
+def csv_float(value: float) -> str:
+    """Plotted values rounded to 12 significant digits (then the shortest repr, so floats stay floats: 0.0, not 0):
+    float noise of another BLAS thread count or summation order does not change the committed CSVs."""
+    return repr(float(f"{value:.12g}"))
 
 
 def save_figure(fig, values: pd.DataFrame, stem: str | Path) -> list[Path]:
@@ -26,7 +28,7 @@ def save_figure(fig, values: pd.DataFrame, stem: str | Path) -> list[Path]:
     fig.savefig(paths[0], dpi=130)
     fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible bytes
     plt.close(fig)
-    values.to_csv(paths[2], index=False, float_format=CSV_FLOAT_FORMAT)
+    values.to_csv(paths[2], index=False, float_format=csv_float)
     return paths
 
 
@@ -35,7 +37,7 @@ def save_table(table: pd.DataFrame, stem: str | Path) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".csv"), stem.with_suffix(".md")]
-    table.to_csv(paths[0], index=False, float_format=CSV_FLOAT_FORMAT)
+    table.to_csv(paths[0], index=False, float_format=csv_float)
     header = "| " + " | ".join(map(str, table.columns)) + " |\n|" + "---|" * len(table.columns) + "\n"
     body = "".join("| " + " | ".join(map(str, row)) + " |\n" for row in table.itertuples(index=False))
     paths[1].write_text(header + body)
