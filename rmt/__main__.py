@@ -43,6 +43,8 @@ def cmd_analyze(args) -> int:
     shown = ["layer", "out", "fan_in", "sigma2", "sigma_plus", "spikes", "bulk_fraction", "gof", "stable_rank", "r_ratio",
              "params", "params_after", "split_pays_off"]
     print(df[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for name, why in df.attrs["skipped"].items():
+        print(f"skipped {name}: {why}")
     print(f"\n{len(df)} layers, {df['params'].sum():,} weights -> {df['params_after'].sum():,} after the MP truncation "
           f"(keep fraction {args.keep_fraction}); {df['spikes'].sum()} spikes; analysed in {seconds:.2f} s")
     if args.plot:

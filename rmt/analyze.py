@@ -23,6 +23,10 @@ from rmt.prune import kept_rank
 from rmt.spectra import fit_matrices, layer_matrix, spectral_layers
 
 
+COLUMNS = ["layer", "out", "fan_in", "N", "M", "sigma2", "lambda_plus", "sigma_plus", "spikes", "bulk_fraction", "gof",
+           "stable_rank", "r_ratio", "params", "kept_rank", "params_after", "split_pays_off"]
+
+
 def weight_matrices(source: nn.Module | Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
     """(name, out x fan_in matrix) of every Linear / Conv2d of a module, or of every 2-D / 4-D
     `*.weight` tensor of a state dict (so a bare checkpoint can be analysed without its architecture)."""
@@ -50,13 +54,23 @@ def analyze(
     """Per-layer MP diagnostics (a pandas DataFrame, layers in module order).
 
     `keep_fraction` is the share of the bulk kept by the truncation that `params_after` prices
-    (0 = spikes only, at least rank 1).  Layers too small for BEMA's window (fewer than 2 values) are skipped.
+    (0 = spikes only, at least rank 1).
     `device` defaults to the GPU when there is one.  `df.attrs["singular_values"]` holds each layer's spectrum.
+    Layers without a row are in `df.attrs["skipped"]` with the reason (too small for BEMA's window, all zero);
+    NaN or inf weights raise a ValueError naming the layers.
     """
     import pandas as pd
 
     device = torch.device(device) if device is not None else _default_device()
-    mats = [(name, m) for name, m in weight_matrices(source) if fits_bema(min(m.shape), alpha)]
+    every = weight_matrices(source)
+    bad = [f"{name} ({int((~torch.isfinite(m)).sum())} of {m.numel()})" for name, m in every if not bool(torch.isfinite(m).all())]
+    if bad:
+        raise ValueError(f"non-finite weights (NaN or inf) in layer{'s' if len(bad) > 1 else ''} {', '.join(bad[:5])}"
+                         f"{' ...' if len(bad) > 5 else ''}: their spectra are undefined")
+    skipped = {name: f"too small for the fit ({min(m.shape)} singular values, alpha={alpha})" for name, m in every
+               if not fits_bema(min(m.shape), alpha)}
+    skipped.update({name: "all weights are 0" for name, m in every if name not in skipped and not bool(m.any())})
+    mats = [(name, m) for name, m in every if name not in skipped]
     fits = fit_matrices(mats, alpha=alpha, beta=beta, compat=compat, device=device, progress=progress)
     rows = []
     for name, mat in mats:
@@ -71,6 +85,7 @@ def analyze(
                      "r_ratio": fit.r_norm / fit.w_norm if fit.w_norm > 0 else float("nan"), "params": out * fan_in,
                      "kept_rank": rank, "params_after": rank * (out + fan_in) if pays else out * fan_in,
                      "split_pays_off": bool(pays)})
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=COLUMNS)  # the columns also when every layer was skipped
+    df.attrs["skipped"] = skipped  # layer -> why it has no row
     df.attrs["singular_values"] = {name: fits[name][1].double().numpy() for name, _ in mats}  # for ESD plots
     return df

@@ -55,6 +55,29 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "needs an architecture" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_cli_analyze_names_layers_with_non_finite_weights(tmp_path, capsys, bad):
+    weights = {"ok.weight": torch.randn(50, 40), "broken.weight": torch.randn(60, 40)}
+    weights["broken.weight"][3, 4] = bad
+    torch.save(weights, tmp_path / "w.pt")
+    assert rmt_main(["analyze", str(tmp_path / "w.pt")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: non-finite weights (NaN or inf) in layer broken (1 of 2400): their spectra are undefined"]
+
+
+def test_cli_analyze_lists_skipped_layers(tmp_path, capsys):
+    weights = {"ok.weight": torch.randn(50, 40), "zero.weight": torch.zeros(30, 20), "tiny.weight": torch.randn(10, 1)}
+    torch.save(weights, tmp_path / "w.pt")
+    assert rmt_main(["analyze", str(tmp_path / "w.pt"), "--out", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped zero: all weights are 0" in out and "skipped tiny: too small for the fit (1 singular values" in out
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert list(table["layer"]) == ["ok"] and table.notna().all().all()
+    torch.save({"zero.weight": torch.zeros(30, 20)}, tmp_path / "z.pt")  # nothing left to fit: an empty table, no crash
+    assert rmt_main(["analyze", str(tmp_path / "z.pt")]) == 0
+    assert "skipped zero: all weights are 0" in capsys.readouterr().out
+
+
 def truncated_copy(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
     ref = copy.deepcopy(model)
     with torch.no_grad():
