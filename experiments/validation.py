@@ -62,12 +62,6 @@ def check_config(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:
         raise RunConfigError("bad setting" + ("s" if len(bad) > 1 else "") + ": " + "; ".join(bad))
 
 
-PROFILE_RULES = (
-    Rule("profile.width_scale", float, 0, above=True), Rule("profile.min_width", int, 1),
-    Rule("profile.epoch_scale", float, 0, above=True), Rule("profile.min_epochs", int, 1),
-    Rule("profile.train_subset", int, 1, optional=True), Rule("profile.test_subset", int, 1, optional=True),
-)
-
 TRAIN_RULES = (
     Rule("seed", int, 0), Rule("threads", int, 1, optional=True), Rule("dtype", str, choices=("float32", "float64")),
     Rule("optim.name", str, choices=("sgd", "adamw")), Rule("pruning.schedule", str, choices=("linear", "constant")),
@@ -78,7 +72,9 @@ TRAIN_RULES = (
     Rule("pruning.every", int, 1), Rule("pruning.keep_horizon", float, 0, above=True),
     Rule("pruning.keep_fraction", float, 0, 1), Rule("pruning.ratio", float, 0, 1),
     Rule("pruning.alpha", float, 0, 1, above=True), Rule("pruning.beta", float, 0, 1, above=True),
-    *PROFILE_RULES,
+    Rule("profile.width_scale", float, 0, above=True), Rule("profile.min_width", int, 1),
+    Rule("profile.epoch_scale", float, 0, above=True), Rule("profile.min_epochs", int, 1),
+    Rule("profile.train_subset", int, 1, optional=True), Rule("profile.test_subset", int, 1, optional=True),
 )
 
 P4_LIMIT_RULES = (
@@ -86,5 +82,5 @@ P4_LIMIT_RULES = (
     Rule("eval_batch_size", int, 1), Rule("loss_batch_size", int, 1, optional=True),
     Rule("lanczos.steps", int, 1), Rule("lanczos.probes", int, 1), Rule("lanczos.seed", int, 0),
     Rule("lanczos.batch_size", int, 1), Rule("mp.alpha", float, 0, 1, above=True), Rule("mp.beta", float, 0, 1, above=True),
-    Rule("mp.gof_threshold", float, 0, above=True),
+    Rule("mp.gof_threshold", float, 0, above=True), Rule("hessian_params", str, choices=("weights", "all")),
 )

@@ -29,11 +29,15 @@ def sorted_magnitudes(weights: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.sort(torch.cat([w.detach().reshape(-1).double().abs().cpu() for w in weights])).values
 
 
+def norms_by_count(magnitudes: torch.Tensor) -> torch.Tensor:
+    """R_k for k = 0..D: the norm of the k smallest of the ascending `magnitudes` (float64, length D + 1)."""
+    return torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(magnitudes.double() ** 2, 0)]).sqrt()
+
+
 def pruned_norm(magnitudes: torch.Tensor, ratios: torch.Tensor | Sequence[float]) -> torch.Tensor:
     """R(p) for each ratio (floats or a float64 tensor): the norm of the `floor(p D)` smallest of the ascending `magnitudes`."""
-    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(magnitudes.double() ** 2, 0)])
     counts = torch.tensor([prune_count(float(p), len(magnitudes)) for p in torch.as_tensor(ratios).tolist()])
-    return cumulative[counts].sqrt()
+    return norms_by_count(magnitudes)[counts]
 
 
 def width_ratio(radius: torch.Tensor | float, nodes: torch.Tensor, weights: torch.Tensor, eps: float) -> torch.Tensor:
@@ -55,10 +59,10 @@ def predicted_limit(magnitudes: torch.Tensor, nodes: torch.Tensor, weights: torc
     d = len(magnitudes)
     if d == 0:
         raise ValueError("no weights to prune")
-    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(magnitudes.double() ** 2, 0)])
+    radius = norms_by_count(magnitudes)
 
     def above(k: int) -> bool:
-        return k / d >= float(width_ratio(cumulative[k].sqrt(), nodes, weights, eps))
+        return k / d >= float(width_ratio(radius[k], nodes, weights, eps))
 
     lo, hi = 0, d  # above(0) is False (gw(0) = 1 > 0); above(d) holds (gw <= 1): the answer is in (lo, hi]
     while hi - lo > 1:
