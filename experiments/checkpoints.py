@@ -15,15 +15,11 @@ from pathlib import Path
 
 import torch
 
+from rmt.io import CheckpointFileError, read_checkpoint
+
 
 class CheckpointUnreadableError(RuntimeError):
     """Every checkpoint of a run folder is truncated or corrupt."""
-
-
-def _first_sentence(exc: Exception, limit: int = 120) -> str:
-    """The first line of an exception's message, shortened at a word boundary."""
-    line = (str(exc).splitlines() or [""])[0].strip()
-    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
@@ -42,10 +38,10 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         if not path.exists():
             continue
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated or corrupt file
-            errors.append(f"{path.name}: {type(exc).__name__}: {_first_sentence(exc)}")
-            print(f"warning: checkpoint {path} is unreadable ({type(exc).__name__}); trying an older one", file=sys.stderr)
+            return read_checkpoint(path)
+        except CheckpointFileError as exc:
+            errors.append(str(exc).replace(f"{path}", path.name))
+            print(f"warning: {exc}; trying an older one", file=sys.stderr)
     if errors:
         raise CheckpointUnreadableError(
             f"no readable checkpoint in {run_dir} ({'; '.join(errors)}). Delete checkpoint.pt and checkpoint.prev.pt there "

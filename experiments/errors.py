@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from experiments.checkpoints import CheckpointUnreadableError
 from experiments.data import DataUnavailableError
+from rmt.io import CheckpointFileError
 from rmt.models import WeightsUnavailableError
 
 T = TypeVar("T")
@@ -17,7 +18,8 @@ class RunConfigError(ValueError):
     """A setting is unusable, or the run directory holds a run made with other settings or numerics."""
 
 
-USER_ERRORS = (DataUnavailableError, RunConfigError, FileNotFoundError, WeightsUnavailableError, CheckpointUnreadableError)
+USER_ERRORS = (DataUnavailableError, RunConfigError, FileNotFoundError, WeightsUnavailableError, CheckpointUnreadableError,
+               CheckpointFileError)
 
 
 def run_or_exit(run: Callable[..., T], *args, extra: tuple[type[Exception], ...] = ()) -> T:

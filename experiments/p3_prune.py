@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, model_spec, setup_numerics
 from experiments.data import build_data
 from experiments.errors import RunConfigError
+from rmt.io import read_checkpoint
 from rmt.models import build_model, output_layer_name
 from rmt.prune import count_parameters
 from rmt.pruners import PruneState, count_nonzero, make_pruner
@@ -103,7 +104,7 @@ def run(cfg: DictConfig) -> dict:
             skipped.append(target)
             continue
         tag = f"{round(100 * target)}"
-        start = torch.load(ckpts / f"p3-cycle{nearest['cycle']:02d}.pt", map_location="cpu", weights_only=True)
+        start = read_checkpoint(ckpts / f"p3-cycle{nearest['cycle']:02d}.pt")
         torch.save(start, ckpts / f"p3-{tag}.pt")
         baselines.append({"method": "p3_cycles", "target": target, **nearest})
         for method in ("global_magnitude", "layer_magnitude"):

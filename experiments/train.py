@@ -31,6 +31,7 @@ from experiments.data import build_data
 from experiments.errors import RunConfigError
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
 from experiments.validation import TRAIN_RULES, check_config
+from rmt.io import read_checkpoint
 from rmt.models import build_model, linear_topology, model_from_checkpoint, output_layer_name
 from rmt.prune import count_parameters
 from rmt.pruners import PruneState, count_nonzero, make_pruner
@@ -148,7 +149,9 @@ def run(cfg: DictConfig) -> dict:
     if cfg.init_from:  # fine-tuning: architecture, weights and masks from another run's checkpoint
         if not Path(cfg.init_from).is_file():
             raise FileNotFoundError(f"init_from={cfg.init_from} does not exist")
-        init_ckpt = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
+        init_ckpt = read_checkpoint(cfg.init_from)
+        if not isinstance(init_ckpt, dict) or "model_spec" not in init_ckpt:
+            raise RunConfigError(f"init_from={cfg.init_from} is not a checkpoint of this suite's runners (it holds no model_spec)")
         settings["model"] = init_ckpt["model_spec"]
     config = {**OmegaConf.to_container(cfg, resolve=True), "effective": settings}
     digest = fingerprint(config)

@@ -3,7 +3,7 @@
 A MODEL argument is, in this order:
 - a folder written by `rmt prune` (`rmt_model.json` + `model.pt`);
 - a run folder of this suite (its `checkpoint.pt` holds the model spec, splits and weights);
-- a checkpoint file (`torch.load(weights_only=True)`): a state dict, or a dict holding one under `model`
+- a checkpoint file (`read_checkpoint`: weights only, code-executing pickles refused): a state dict, or a dict holding one under `model`
   or `state_dict` (analysable as weights only: no architecture);
 - a timm model name (random init, or `pretrained=True` when the weights are reachable).
 """
@@ -11,6 +11,9 @@ A MODEL argument is, in this order:
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +24,46 @@ from rmt.prune import apply_splits
 
 PRUNED_JSON = "rmt_model.json"
 PRUNED_WEIGHTS = "model.pt"
+
+
+class CheckpointFileError(ValueError):
+    """A file that cannot be read as a weights-only PyTorch checkpoint: not one, truncated, or refused."""
+
+
+def _first_line(exc: BaseException, limit: int = 120) -> str:
+    """The first line of an exception's message, shortened at a word boundary."""
+    line = (str(exc).splitlines() or [""])[0].strip()
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def read_checkpoint(path: str | Path):
+    """`torch.load(path, weights_only=True)` on the CPU, or one `CheckpointFileError` line saying what the file is.
+
+    `torch.save` writes a zip archive (a raw pickle in the legacy format); anything else is not a checkpoint.
+    A pickle that asks for code (an arbitrary class or function) is refused: loading it could run that code.
+    """
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(8)
+    if not head:
+        raise CheckpointFileError(f"{path} is empty: not a PyTorch checkpoint")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # a zip archive, or a pickle of protocol >= 2
+        raise CheckpointFileError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive; this file starts with {head!r})")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing or loading
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        message = str(exc)
+        wanted = re.search(r"GLOBAL (\S+)", message)
+        opcode = re.search(r"Unsupported operand \d+", message)
+        what = (f"it asks to import {wanted.group(1)}" if wanted else
+                f"it uses pickle features a weights-only load does not allow ({opcode.group(0) if opcode else _first_line(exc)})")
+        raise CheckpointFileError(
+            f"refused to load {path}: {what}, and unpickling it in full could run code. Only tensors, numbers, strings and "
+            f"containers are loaded; if you trust the file, re-save its state dict with torch.save") from None
+    except Exception as exc:  # a truncated zip, a cut-off pickle, a corrupt record
+        raise CheckpointFileError(f"{path} is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})") from None
 
 
 def _state_dict_of(obj) -> dict[str, torch.Tensor]:
@@ -51,7 +94,7 @@ def load_model(spec: str, pretrained: bool = False) -> tuple[nn.Module | dict[st
         return load_pruned(path), {**record["source"], "splits": record["splits"]}
     ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(ckpt_path)
         if isinstance(ckpt, dict) and "model_spec" in ckpt:  # a checkpoint of this suite's runners: it rebuilds itself
             return model_from_checkpoint(ckpt), {"kind": "spec", "spec": ckpt["model_spec"], "splits": ckpt.get("splits", [])}
         return _state_dict_of(ckpt), {"kind": "state_dict", "path": str(ckpt_path)}
@@ -80,5 +123,5 @@ def load_pruned(out_dir: str | Path) -> nn.Module:
     out = Path(out_dir)
     record = json.loads((out / PRUNED_JSON).read_text())
     model = apply_splits(build_source({**record["source"], "pretrained": False}), [tuple(s) for s in record["splits"]])
-    model.load_state_dict(torch.load(out / PRUNED_WEIGHTS, map_location="cpu", weights_only=True))
+    model.load_state_dict(read_checkpoint(out / PRUNED_WEIGHTS))
     return model.eval()

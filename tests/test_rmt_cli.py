@@ -1,6 +1,7 @@
 """`rmt analyze` / `rmt prune` on small models: ground truth on random-init timm ViTs, loadable pruned models."""
 
 import copy
+import re
 
 import pandas as pd
 import pytest
@@ -53,6 +54,51 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     torch.save({"0.weight": torch.randn(50, 40)}, path)
     assert rmt_main(["prune", str(path), "--keep-fraction", "0.5", "--out", str(tmp_path / "p")]) == 1
     assert "needs an architecture" in capsys.readouterr().err
+
+
+class _RunsAShellCommand:
+    """A pickle payload that would call os.system when unpickled in full."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo should-never-run",))
+
+
+def _write_bad_file(kind: str, path) -> None:
+    import pickle
+
+    if kind == "text":
+        path.write_text("hello, not weights\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "numpy":
+        path.write_bytes(b"\x93NUMPY\x01\x00v\x00")
+    elif kind == "truncated":
+        torch.save({"0.weight": torch.randn(50, 40)}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    elif kind == "code_in_torch_save":
+        torch.save({"model": _RunsAShellCommand()}, path)
+    elif kind == "raw_pickle":
+        path.write_bytes(pickle.dumps(_RunsAShellCommand(), protocol=4))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("text", re.escape("is not a PyTorch checkpoint (torch.save writes a zip archive; this file starts with b'hello, n')")),
+    ("empty", "is empty: not a PyTorch checkpoint"),
+    ("numpy", "is not a PyTorch checkpoint"),
+    ("truncated", "is truncated or corrupt"),
+    ("code_in_torch_save", "refused to load .* it asks to import (posix|nt).system, and unpickling it in full could run code"),
+    ("raw_pickle", "refused to load .* pickle features a weights-only load does not allow"),
+])
+def test_cli_analyze_on_files_that_are_not_checkpoints(tmp_path, capsys, kind, message):
+    path = tmp_path / "file.pt"
+    _write_bad_file(kind, path)
+    assert rmt_main(["analyze", str(path)]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
+    assert "should-never-run" not in captured.out + captured.err
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan")])
