@@ -3,17 +3,20 @@
 A dataset is a registered builder (`@register_dataset(name)`) returning `RunData`: train and test
 splits on the run's device plus the facts a model needs (input shape, number of classes).  Two kinds:
 - in-memory tensors (MNIST, Fashion-MNIST): held on the device and batched by index there, so the
-  training loop has no DataLoader overhead.  Raw files come from, in order: `$RMT_DATA_MIRROR` (a
-  folder laid out like the data root), the repository's sibling `../shared/data` if present, else
-  torchvision's download;
+  training loop has no DataLoader overhead.  Raw files are verified against torchvision's MD5s; a
+  missing or corrupt one comes from, in order: `$RMT_DATA_MIRROR` (a folder laid out like the data
+  root), the repository's sibling `../shared/data` if present, else torchvision's download;
 - image folders in ImageNet layout (`imagenet_folder`): a `DataLoader` with workers over timm's data
   config and transforms for the run's model, labels = global ImageNet-1k indices.
 """
 
 from __future__ import annotations
 
+import gzip
+import math
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,32 +68,106 @@ def mirror_candidates() -> list[Path]:
     return found
 
 
-def ensure_dataset(name: str, root: str | Path) -> Path:
-    """Make sure `<root>/<Folder>/raw/` holds the dataset, unpacked; return the raw folder.
+def _gz_problem(path: Path, md5: str) -> str | None:
+    """What is wrong with an official gz file (None: present, with torchvision's MD5)."""
+    from torchvision.datasets.utils import calculate_md5
 
-    Missing gz files are copied from the first mirror that has them all; torchvision then
-    checks their MD5s and unpacks them, downloading only what is still missing.
-    Raises `DataUnavailableError` with instructions when nothing works.
+    if not path.is_file():
+        return "missing"
+    actual = calculate_md5(str(path))
+    return None if actual == md5 else f"corrupt ({path.stat().st_size} bytes, MD5 {actual}, expected {md5})"
+
+
+def _idx_problem(path: Path) -> str | None:
+    """What is wrong with an unpacked IDX file (None: its header is valid and its size matches it)."""
+    if not path.is_file():
+        return "missing"
+    with path.open("rb") as f:
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\x00\x00\x08" or not 1 <= head[3] <= 4:
+            return "corrupt (not an IDX file of unsigned bytes)"
+        dims = f.read(4 * head[3])
+    if len(dims) < 4 * head[3]:
+        return "truncated (cut inside its header)"
+    shape = [int.from_bytes(dims[i:i + 4], "big") for i in range(0, len(dims), 4)]
+    expected = 4 + len(dims) + math.prod(shape)
+    size = path.stat().st_size
+    return None if size == expected else f"truncated or corrupt ({size} bytes; its header {shape} implies {expected})"
+
+
+def _download_gz(name: str, raw: Path, filename: str, md5: str) -> None:
+    """Fetch one official gz file from torchvision's mirrors (raises on failure or a bad MD5)."""
+    from torchvision.datasets.utils import download_url
+
+    errors, staging = [], raw / ".download"  # a failed download never overwrites the file it should replace
+    for url in _torchvision_class(name).mirrors:
+        try:
+            download_url(f"{url}{filename}", str(staging), filename, md5)
+            os.replace(staging / filename, raw / filename)
+            return
+        except Exception as exc:  # network errors come in many types
+            errors.append(f"{url}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    raise OSError("; ".join(errors))
+
+
+def _unpack(gz: Path, target: Path) -> None:
+    """Decompress `gz` into `target` atomically (an interrupted unpack leaves no half file behind)."""
+    tmp = target.with_suffix(".tmp")
+    with gzip.open(gz, "rb") as src, tmp.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.replace(tmp, target)
+
+
+def ensure_dataset(name: str, root: str | Path) -> Path:
+    """Make sure `<root>/<Folder>/raw/` holds the dataset, verified and unpacked; return the raw folder.
+
+    Each official gz file is checked against torchvision's MD5; a missing or corrupt one is copied from the
+    first mirror holding an intact copy, else downloaded (a repair is reported on stderr, naming the file).
+    Unpacked IDX files are checked against their headers and re-extracted when truncated or corrupt.
+    Raises `DataUnavailableError` naming each bad file and what to do when nothing works.
     """
     spec = _spec(name)
     raw = Path(root) / spec.folder / "raw"
-    if not all((raw / f).is_file() for f in spec.files):
-        for mirror in mirror_candidates():
-            src = mirror / spec.folder / "raw"
-            if all((src / f).is_file() for f in spec.files):
-                raw.mkdir(parents=True, exist_ok=True)
-                for f in spec.files:
-                    shutil.copyfile(src / f, raw / f)
-                break
-    try:
-        for train in (True, False):
-            _torchvision_class(name)(str(root), train=train, download=True)
-    except Exception as exc:  # network errors come in many types
+    md5s = dict(_torchvision_class(name).resources)
+    unresolved = {}
+    for filename in spec.files:
+        problem = _gz_problem(raw / filename, md5s[filename])
+        if problem is None:
+            continue
+        raw.mkdir(parents=True, exist_ok=True)
+        intact = next((m / spec.folder / "raw" / filename for m in mirror_candidates()
+                       if _gz_problem(m / spec.folder / "raw" / filename, md5s[filename]) is None), None)
+        if intact is not None:
+            shutil.copyfile(intact, raw / filename)
+            source = str(intact)
+        else:
+            try:
+                _download_gz(name, raw, filename, md5s[filename])
+                source = "the download"
+            except OSError as exc:
+                unresolved[filename] = (problem, exc)
+                continue
+        if problem != "missing":
+            print(f"warning: {raw / filename} was {problem}; replaced it with an intact copy from {source}", file=sys.stderr)
+    if unresolved:
+        missing = [f for f, (problem, _) in unresolved.items() if problem == "missing"]
+        bad = "; ".join([f"{raw} lacks {', '.join(missing)}"] * bool(missing)
+                        + [f"{raw / f} is {problem}" for f, (problem, _) in unresolved.items() if problem != "missing"])
+        first_error = next(iter(unresolved.values()))[1]
+        mirrors = ", ".join(str(m) for m in mirror_candidates()) or "none found"
         raise DataUnavailableError(
-            f"dataset {name!r} is not in {raw} and could not be downloaded ({type(exc).__name__}: {exc}).\n"
-            f"Fix: put the four official {spec.folder} *.gz files into {raw}/, or set RMT_DATA_MIRROR to a folder "
-            f"holding {spec.folder}/raw/, then run `make data`."
-        ) from None
+            f"dataset {name!r}: {bad}. No mirror holds an intact copy (mirrors: {mirrors}) and the download failed "
+            f"({first_error}). Fix: put the four official {spec.folder} *.gz files into {raw}/, or set RMT_DATA_MIRROR to a "
+            f"folder holding {spec.folder}/raw/, then run `make data`.")
+    for filename in spec.files:
+        unpacked = raw / filename.removesuffix(".gz")
+        problem = _idx_problem(unpacked)
+        if problem is not None:
+            _unpack(raw / filename, unpacked)
+            if problem != "missing":
+                print(f"warning: {unpacked} was {problem}; unpacked it again from {filename}", file=sys.stderr)
     return raw
 
 
@@ -288,9 +365,7 @@ def build_data(config: dict, device: torch.device, model: torch.nn.Module | None
 
 
 def main() -> None:
-    """`python -m experiments.data [ROOT]`: fetch every tensor dataset into ROOT (default ./data)."""
-    import sys
-
+    """`python -m experiments.data [ROOT]`: fetch and verify every tensor dataset into ROOT (default ./data)."""
     root = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("RMT_DATA_ROOT", "data"))
     for name in TENSOR_DATASETS:
         try:

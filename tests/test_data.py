@@ -23,17 +23,59 @@ def test_mirror_copy_then_load(tmp_path, monkeypatch, data_root):
     assert x.min() == -1.0 and x.max() == 1.0 and y.dtype == torch.long
 
 
-def test_missing_data_without_network_is_one_clear_error(tmp_path, monkeypatch):
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No mirror and no network: every download fails as on a machine without a route."""
     monkeypatch.delenv("RMT_DATA_MIRROR", raising=False)
     monkeypatch.setattr(data, "SHARED_DATA", tmp_path / "absent")
 
-    class Offline:
-        def __init__(self, *args, **kwargs):
-            raise OSError("Name or service not known")
+    def no_route(*args, **kwargs):
+        raise OSError("Name or service not known")
 
-    monkeypatch.setattr(data, "_torchvision_class", lambda name: Offline)
-    with pytest.raises(data.DataUnavailableError, match="RMT_DATA_MIRROR.*make data"):
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", no_route)
+
+
+def test_missing_data_without_network_is_one_clear_error(tmp_path, offline):
+    with pytest.raises(data.DataUnavailableError, match="raw lacks train-images-idx3-ubyte.gz, train-labels.*RMT_DATA_MIRROR.*make data"):
         data.ensure_dataset("mnist", tmp_path / "root")
+
+
+@pytest.fixture
+def local_copy(tmp_path, data_root) -> Path:
+    """A data root holding a verified MNIST (gz and unpacked files) that a test may damage."""
+    root = tmp_path / "root"
+    shutil.copytree(data_root / "MNIST" / "raw", root / "MNIST" / "raw")
+    return root
+
+
+def test_truncated_gz_is_named_and_repaired_from_the_mirror(tmp_path, monkeypatch, data_root, local_copy, capsys):
+    monkeypatch.setenv("RMT_DATA_MIRROR", str(data_root))
+    monkeypatch.setattr(data, "SHARED_DATA", tmp_path / "absent")
+    gz = local_copy / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:5000])
+    data.ensure_dataset("mnist", local_copy)
+    assert gz.read_bytes() == (data_root / "MNIST" / "raw" / gz.name).read_bytes()
+    assert f"{gz} was corrupt (5000 bytes" in capsys.readouterr().err
+
+
+def test_corrupt_gz_without_intact_copy_is_named_and_kept(local_copy, offline):
+    gz = local_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    gz.write_bytes(b"\x1f\x8b" + bytes(100))
+    with pytest.raises(data.DataUnavailableError) as err:
+        data.ensure_dataset("mnist", local_copy)
+    assert f"{gz} is corrupt (102 bytes, MD5" in str(err.value) and "expected ec29112dd5afa0611ce80d1b7f02629c" in str(err.value)
+    assert "train-images" not in str(err.value)  # only the bad file is named
+    assert gz.stat().st_size == 102  # nothing deleted behind the user's back
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:1000], lambda b: b"\x00\x00\x09\x03" + b[4:], lambda b: b[:6]])
+def test_damaged_unpacked_file_is_unpacked_again(local_copy, offline, capsys, damage, data_root):
+    idx = local_copy / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    idx.write_bytes(damage(idx.read_bytes()))
+    data.ensure_dataset("mnist", local_copy)
+    assert f"{idx} was " in capsys.readouterr().err
+    x, _ = data.load_tensors("mnist", local_copy, train=False)
+    assert torch.equal(x, data.load_tensors("mnist", data_root, train=False)[0])
 
 
 def test_unknown_dataset_lists_known_ones():
