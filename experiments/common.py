@@ -4,12 +4,17 @@ source run, the Hydra entry."""
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
 import torch
 import torch.nn.functional as F
 import yaml
@@ -17,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.checkpoints import load_checkpoint
 from experiments.data import RunData, Split, build_data
-from experiments.errors import RunConfigError, run_or_exit
+from experiments.errors import USER_ERRORS, RunConfigError
 from experiments.records import RunRecord
+from experiments.sweeps import one_line, record_failure, remove_if_not_a_run, run_folder
 from rmt.models import MODEL_BUILDERS, model_from_checkpoint
 
 T = TypeVar("T")
@@ -147,13 +153,39 @@ def begin_record(cfg: DictConfig, **extra) -> RunRecord:
 
 
 def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callable[[T], object] | None = None,
-                extra_errors: tuple[type[Exception], ...] = ()) -> Callable[[], object]:
-    """`main()` of a runner: Hydra composes `conf/<config_name>.yaml`, `run(cfg)` runs with user errors as one
-    `error: ...` line, and `report(result)` prints (its return value is Hydra's job return value)."""
+                extra_errors: tuple[type[Exception], ...] = ()) -> Callable[[], None]:
+    """`main()` of a runner: Hydra composes `conf/<config_name>.yaml`; the run folder `cfg.run_dir` is Hydra's output
+    directory (`hydra.run.dir`, or `hydra.sweep.dir`/`subdir`; by default derived from `paths.runs_dir`); `run(cfg)`
+    runs and `report(result)` prints (its return value is Hydra's job return value).
+
+    A user error ends a single run with one `error: ...` line; in a sweep it is reported and the sweep goes on
+    (`experiments.sweeps.SweepReport` lists every failed job at the end).  Either way a job that failed before
+    writing its record leaves no run folder.  Hydra's own errors (unknown option, bad override) are one line too.
+    """
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
-    def main(cfg: DictConfig) -> object:
-        result = run_or_exit(run, cfg, extra=extra_errors)
+    def job(cfg: DictConfig) -> object:
+        hydra_cfg = HydraConfig.get()
+        cfg.run_dir = str(run_folder(hydra_cfg.runtime.output_dir))
+        try:
+            result = run(cfg)
+        except Exception as exc:
+            remove_if_not_a_run(Path(cfg.run_dir))
+            user_error = isinstance(exc, (*USER_ERRORS, *extra_errors))
+            if hydra_cfg.mode != RunMode.MULTIRUN:
+                if user_error:
+                    sys.exit(f"error: {exc}")
+                raise
+            print(record_failure(hydra_cfg.sweep.dir, hydra_cfg.job.num, list(hydra_cfg.overrides.task), exc, user_error),
+                  file=sys.stderr)
+            return None
         return report(result) if report is not None else None
+
+    def main() -> None:
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra's own errors reach the handler below unabridged
+        try:
+            job()
+        except HydraException as exc:
+            sys.exit(f"error: {one_line(exc)}")
 
     return main

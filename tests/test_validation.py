@@ -52,3 +52,4 @@ def test_command_line_prints_one_error_line_and_fails(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip() and "Warning" not in line and "warnings.warn" not in line]
     assert lines == ["error: bad setting: train.epochs='abc' (expected an integer >= 1)"]
+    assert not any(tmp_path.rglob(".hydra"))  # the failed run left no folder behind

@@ -1,0 +1,98 @@
+"""The runners under Hydra: the run folder is Hydra's output directory (moved by `hydra.run.dir`, `hydra.sweep.dir`
+or `paths.runs_dir`), sweeps report every failed job and leave no empty run folders, Hydra's errors are one line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import HydraException
+
+from experiments.sweeps import FAILED_JOBS, FAILED_TRACEBACKS, one_line, record_failure, remove_if_not_a_run
+from tests.conftest import compose_named
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ["profile=smoke", "logger=local", "progress=false"]
+
+
+def train(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.train", *args, *SMOKE, f"paths.data_dir={data_dir}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("error:")]
+
+
+def assert_run_folder(folder: Path) -> None:
+    """A complete record and Hydra's own files, in one place."""
+    assert (folder / "summary.json").is_file() and (folder / "config.yaml").is_file() and (folder / ".hydra" / "config.yaml").is_file()
+
+
+def test_hydra_run_dir_moves_the_whole_run(tmp_path, data_root):
+    done = train(f"hydra.run.dir={tmp_path / 'here'}", f"paths.runs_dir={tmp_path / 'not-here'}", data_dir=data_root)
+    assert done.returncode == 0, done.stderr
+    assert_run_folder(tmp_path / "here")
+    assert not (tmp_path / "not-here").exists()
+
+
+def test_paths_runs_dir_sets_the_run_folder(tmp_path, data_root):
+    done = train(f"paths.runs_dir={tmp_path / 'runs'}", data_dir=data_root)
+    assert done.returncode == 0, done.stderr
+    assert_run_folder(tmp_path / "runs" / "default" / "smoke" / "fc-normal-s0")
+
+
+def test_sweep_reports_every_failed_job_and_leaves_no_empty_run_folder(tmp_path, data_root):
+    sweep = tmp_path / "sweep"
+    done = train("-m", "seed=0,abc,-2", "train.batch_size=0,64", f"hydra.sweep.dir={sweep}", data_dir=data_root)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert_run_folder(sweep / "fc-normal-s0")  # the one good job ran although job #0 failed before it
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["fc-normal-s0"]  # no folders of failed jobs
+    failed = [json.loads(line) for line in (sweep / FAILED_JOBS).read_text().splitlines()]
+    assert sorted(f["job"] for f in failed) == [0, 2, 3, 4, 5]
+    summary = done.stderr[done.stderr.index("error: 5 job(s) of the sweep failed"):].splitlines()
+    assert len(summary) == 6 and all(f"#{n} " in summary[i + 1] for i, n in enumerate([0, 2, 3, 4, 5]))
+    assert "seed=abc train.batch_size=64" in summary[3] and "seed='abc' (expected an integer >= 0)" in summary[3]
+    # A second sweep reports only its own failures.
+    again = train("-m", "seed=0", "train.batch_size=64", f"hydra.sweep.dir={sweep}", data_dir=data_root)
+    assert again.returncode == 0, again.stderr
+    assert not (sweep / FAILED_JOBS).exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("arm=rmtt", "arm=rmtt is not an option of arm; choose one of magnitude, normal, rmt"),
+    ("model=mlp", "model=mlp is not an option of model; choose one of cnn, fc, fc12, fc5, timm"),
+    ("train.epocs=5", "Could not override 'train.epocs'; To append to your config use +train.epocs=5 (Key 'epocs' is not in struct)"),
+])
+def test_hydra_errors_read_as_one_line(override, expected):
+    with pytest.raises(HydraException) as err:
+        compose_named("train", override)
+    assert one_line(err.value) == expected
+
+
+def test_unknown_option_on_the_command_line_is_one_line(tmp_path, data_root):
+    done = train("arm=rmtt", f"paths.runs_dir={tmp_path}", data_dir=data_root)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+        "error: arm=rmtt is not an option of arm; choose one of magnitude, normal, rmt"]
+
+
+def test_only_folders_holding_hydra_files_alone_are_removed(tmp_path):
+    hydra_only, record = tmp_path / "a", tmp_path / "b"
+    for folder in (hydra_only, record):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / "common.log").write_text("")
+    (record / "config.yaml").write_text("seed: 0\n")
+    remove_if_not_a_run(hydra_only)
+    remove_if_not_a_run(record)
+    assert not hydra_only.exists() and (record / "config.yaml").exists()
+
+
+def test_unexpected_errors_keep_their_traceback(tmp_path):
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        line = record_failure(tmp_path, 3, ["seed=1"], exc, user_error=False)
+    assert line.startswith("error: job #3 (seed=1): KeyError: 'missing' (traceback in")
+    assert 'Traceback' in (tmp_path / FAILED_TRACEBACKS).read_text() and "{}[\"missing\"]" in (tmp_path / FAILED_TRACEBACKS).read_text()
