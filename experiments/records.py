@@ -23,10 +23,12 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -62,18 +64,27 @@ def environment_info() -> dict[str, Any]:
         "python": sys.version.split()[0], "packages": versions, "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")), "hostname": socket.gethostname(),
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",  # present; a run records what it used "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",  # present; a run records what it used
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def wandb_server() -> str:
+    """The W&B server's URL: `$WANDB_BASE_URL`, else wandb's default."""
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"]
+    import wandb
+
+    return str(wandb.Settings().base_url)
 
 
 def wandb_logged_in() -> bool:
     """True when W&B credentials are configured (API key in the environment or ~/.netrc)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return netrc.netrc().authenticators(urlsplit(wandb_server()).hostname or "") is not None
     except (OSError, netrc.NetrcParseError):
         return False
 
@@ -87,8 +98,37 @@ def resolve_wandb_mode(mode: str) -> str:
     return mode
 
 
+PROBE_TIMEOUT_S = 3.0  # a reachable server answers a TCP connect in well under a second
+
+
+def server_unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when a TCP connection to `url`'s host opens within `timeout` seconds (name lookup included), else why
+    not.  The lookup runs in a daemon thread, so a resolver that never answers cannot hold the run."""
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    if not host:
+        return f"no host in {url!r}"
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{type(exc).__name__}: {exc}")
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return outcome[0] if outcome else f"no answer from {host}:{port} within {timeout:g} s"
+
+
 class WandbMirror:
-    """Best-effort W&B mirror: every call is guarded; the first failure disables it with one warning."""
+    """Best-effort W&B mirror of one run; W&B's own console output is silenced, one line says where the run went.
+
+    `online` first checks that the server answers (<= `PROBE_TIMEOUT_S`); when it does not, or `wandb.init` fails,
+    the run is logged offline with the `wandb sync` command to upload it later.  Any later failure disables the
+    mirror with one warning; the local record is never affected."""
 
     def __init__(self, run_dir: Path, mode: str, project: str, entity: str | None, group: str | None,
                  name: str, config: dict, tags: list[str] | None = None):
@@ -96,15 +136,36 @@ class WandbMirror:
         if mode == "disabled":
             return
         id_file = run_dir / "wandb_id.txt"
+        sync_hint = f"sync later with `wandb sync {run_dir / 'wandb'}`"
+        os.environ.setdefault("WANDB_SILENT", "true")  # W&B's own console lines (login, sync hints), unless asked for
         try:
             import wandb
 
             run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
             id_file.write_text(run_id)
-            self.run = wandb.init(project=project, entity=entity, group=group, name=name, config=config, tags=tags,
-                                  dir=str(run_dir), mode=mode, id=run_id, resume="allow", reinit="finish_previous")
-            if mode == "offline":
-                print(f"W&B offline: sync later with `wandb sync {run_dir / 'wandb'}`", file=sys.stderr)
+
+            def init(mode: str):
+                return wandb.init(project=project, entity=entity, group=group, name=name, config=config, tags=tags,
+                                  dir=str(run_dir), mode=mode, id=run_id, resume="allow", reinit="finish_previous",
+                                  settings=wandb.Settings(silent=True, init_timeout=30))
+
+            if mode == "online":
+                server = wandb_server()
+                why = server_unreachable(server)
+                if why is None:
+                    try:
+                        self.run = init("online")
+                        print(f"W&B: {self.run.url}", file=sys.stderr)
+                        return
+                    except Exception as exc:  # the server answered but the run could not start there
+                        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                        wandb.teardown()  # release the half-started run, so its id can be logged offline
+                    print(f"W&B: could not start the run at {server} ({why}); logging offline, {sync_hint}", file=sys.stderr)
+                else:
+                    print(f"W&B: cannot reach {server} ({why}); logging offline, {sync_hint}", file=sys.stderr)
+            else:
+                print(f"W&B offline: {sync_hint}", file=sys.stderr)
+            self.run = init("offline")
         except Exception as exc:  # W&B must never take the run down
             self._fail(exc)
 

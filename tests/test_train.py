@@ -1,8 +1,10 @@
 """The training runner on the smoke profile: records, identical arms at init, resume, bad checkpoints, W&B failures."""
 
 import json
+import socket
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 import experiments.train as train
-from experiments.records import resolve_wandb_mode
+from experiments.records import PROBE_TIMEOUT_S, resolve_wandb_mode, server_unreachable
 from hydra.errors import ConfigCompositionException
 
 from rmt.models import WeightsUnavailableError, build_model, linear_topology, model_from_checkpoint
@@ -181,19 +183,24 @@ class FlakyWandb(types.ModuleType):
 
     def __init__(self):
         super().__init__("wandb")
+        self.Settings = dict
+        self.logged = 0
 
     def init(self, **kwargs):
         def log(*a, **k):
+            self.logged += 1
             raise ConnectionError("W&B is down")
 
         return types.SimpleNamespace(log=log, summary={}, finish=lambda: None)
 
 
 def test_wandb_failure_never_loses_the_local_record(compose_cfg, monkeypatch):
-    monkeypatch.setitem(sys.modules, "wandb", FlakyWandb())
+    flaky = FlakyWandb()
+    monkeypatch.setitem(sys.modules, "wandb", flaky)
     cfg = compose_cfg(*SMOKE, "logger=offline")
-    with pytest.warns(UserWarning, match="W&B mirroring disabled"):
+    with pytest.warns(UserWarning, match="W&B mirroring disabled.*W&B is down"):
         summary = train.run(cfg)
+    assert flaky.logged == 1  # the first failed log disabled the mirror
     assert list(metrics(Path(cfg.run_dir))["epoch"]) == [1, 2, 3, 4]
     assert summary["final_test_acc"] > 0
 
@@ -207,6 +214,41 @@ def test_wandb_auto_mode_is_offline_without_credentials(monkeypatch, tmp_path):
     assert resolve_wandb_mode("disabled") == "disabled"
     with pytest.raises(ValueError, match="logger.mode"):
         resolve_wandb_mode("sometimes")
+
+
+def test_unreachable_server_is_detected_within_the_probe_timeout(monkeypatch):
+    def never_answers(address, timeout=None):
+        time.sleep(30)
+
+    monkeypatch.setattr(socket, "create_connection", never_answers)
+    t0 = time.perf_counter()
+    why = server_unreachable("https://api.wandb.ai", timeout=0.5)
+    assert time.perf_counter() - t0 < 2 and why == "no answer from api.wandb.ai:443 within 0.5 s"
+    assert PROBE_TIMEOUT_S <= 5  # the issue's bound on the stall per run
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("logger", ["online", "auto"])
+def test_api_key_without_route_falls_back_to_offline_and_keeps_the_record(compose_cfg, monkeypatch, capfd, logger):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
+    cfg = compose_cfg(*SMOKE, f"logger={logger}")
+    t0 = time.perf_counter()
+    train.run(cfg)
+    run_dir = Path(cfg.run_dir)
+    out, err = capfd.readouterr()
+    assert "W&B: cannot reach http://127.0.0.1" in err and f"wandb sync {run_dir / 'wandb'}" in err
+    assert "wandb:" not in out + err  # W&B's own console lines are silenced: one line of ours per run
+    assert list(run_dir.glob("wandb/offline-run-*")) and (run_dir / "summary.json").exists()
+    assert list(metrics(run_dir)["epoch"]) == [1, 2, 3, 4]
+    assert time.perf_counter() - t0 < 60  # was ~100 s of retries before the fallback existed
 
 
 SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "imagenet-sample"
