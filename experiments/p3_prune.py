@@ -1,4 +1,4 @@
-"""P3: pruning cycles of a trained model (METHOD.md §6), with magnitude and structured baselines in the same run.
+"""P3: pruning cycles of a trained model (docs/METHOD.md §6), with magnitude and structured baselines in the same run.
 
     python -m experiments.p3_prune experiment=p3_vit_demo_prune            # the ViT trained here on Fashion-MNIST
     python -m experiments.p3_prune experiment=p3_vitb                      # timm ViT-B/16 augreg2 on $IMAGENET_ROOT

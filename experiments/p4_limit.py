@@ -1,5 +1,5 @@
 """P4: the pruning-ratio limit of a trained net, predicted (Hessian SLQ, statistical dimension) and actual
-(global one-shot magnitude pruning), next to the MP view of the same weights (METHOD.md §8).
+(global one-shot magnitude pruning), next to the MP view of the same weights (docs/METHOD.md §8).
 
     python -m experiments.p4_limit -m profile_name=quick                 # the four nets of `experiment=p4`
     python -m experiments.p4_limit source_run=runs/p4/quick/fc5-mnist-s0 run_name=fc5-mnist-s0

@@ -59,6 +59,15 @@ def fingerprint(config: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) of a model's state dict, names and bytes: equal digests mean identical weights."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def keep_fraction(epochs_done: int, pruning: DictConfig, horizon: float) -> float:
     """The pruning step's scheduled keep fraction after `epochs_done` epochs (what it means: `rmt.pruners`).
 
@@ -167,6 +176,7 @@ def run(cfg: DictConfig) -> dict:
         init = {k: cfg.model[k] for k in ("pretrained", "checkpoint") if cfg.model.get(k)}
         model, state = build_model(**settings["model"], **init), PruneState()
     settings["sizes"] = linear_topology(model)
+    init_digest = weights_digest(model)  # in the summary: both arms of a seed must show the same one
     pruning = {k: v for k, v in OmegaConf.to_container(cfg.pruning, resolve=True).items() if k != "method"}
     pruner = make_pruner(cfg.pruning.method, **pruning,
                          min_rank={output_layer_name(model): int(cfg.data.num_classes)})  # P1: output never below #classes
@@ -183,7 +193,7 @@ def run(cfg: DictConfig) -> dict:
                                  f"the numbers. Resume with the same device/threads/dtype, or pass allow_numerics_change=true "
                                  f"(env.json then records both), or delete that folder to start over.")
         model, state = model_from_checkpoint(ckpt), PruneState.from_checkpoint(ckpt)
-        start_epoch, elapsed = ckpt["epoch"], ckpt["elapsed_s"]
+        start_epoch, elapsed, init_digest = ckpt["epoch"], ckpt["elapsed_s"], ckpt.get("init_digest", init_digest)
     model.to(device=device, dtype=dtype)
     state.bind(model)
     opt = make_optimizer(model, cfg)
@@ -237,7 +247,7 @@ def run(cfg: DictConfig) -> dict:
                        if k in l}}, step=epoch)
         save_checkpoint(run_dir, {"epoch": epoch, "model": model.state_dict(), "model_spec": settings["model"],
                                   **state.as_checkpoint(), "optimizer": opt.state_dict(), "fingerprint": digest,
-                                  "numerics": run_numerics, "elapsed_s": elapsed})
+                                  "numerics": run_numerics, "elapsed_s": elapsed, "init_digest": init_digest})
         bar.set_postfix(test_acc=f"{test_acc:.4f}", params=row["params"])
     bar.close()
 
@@ -249,7 +259,8 @@ def run(cfg: DictConfig) -> dict:
                "final_test_acc": last["test_acc"], "best_test_acc": max(r["test_acc"] for r in rows),
                "final_train_acc": last["train_acc"], "params_start": params_start, "params_final": last["params"],
                "nonzero_final": last["nonzero"], "topology_start": settings["sizes"], "topology_final": json.loads(last["topology"]),
-               "splits": [list(s) for s in state.splits], "wall_time_s": last["time_s"], "fingerprint": digest}
+               "splits": [list(s) for s in state.splits], "wall_time_s": last["time_s"], "fingerprint": digest,
+               "init_digest": init_digest}
     record.write_summary(summary)
     mirror.finish(summary)
     return summary

@@ -1,4 +1,4 @@
-"""P4's pruning-ratio limit (METHOD.md §8): global one-shot magnitude pruning, and the limit predicted from the
+"""P4's pruning-ratio limit (docs/METHOD.md §8): global one-shot magnitude pruning, and the limit predicted from the
 Hessian spectrum by the statistical dimension of the loss sublevel set.
 
 Conventions: a pruning ratio `p` is the share of the prunable weights set to 0 (the `floor(p D)` smallest |w| of

@@ -40,7 +40,7 @@ def build_model(kind: str, **kwargs) -> nn.Module:
 def fc_net(hidden: Sequence[int], input_shape: Sequence[int], num_classes: int, init: str = "normal_fan_in",
            activation: str = "relu", output_relu: bool = False) -> nn.Sequential:
     """Fully connected net `prod(input_shape) -> hidden... -> num_classes`: Flatten, then Linear/activation
-    pairs, no activation after the last Linear (logits) unless `output_relu` (the P2 code's bug, METHOD.md §4.4).
+    pairs, no activation after the last Linear (logits) unless `output_relu` (the P2 code's bug, docs/METHOD.md §4.4).
 
     init: `normal_fan_in` = weights N(0, 1/in), biases 0 (P1 code);  `kaiming_normal` = weights N(0, 2/in),
     biases 0 (P4 code);  `torch_default` = PyTorch's U[-1/sqrt(in), 1/sqrt(in)] (P2).

@@ -1,6 +1,6 @@
 """Marchenko–Pastur law and the BEMA fit of a weight matrix's spectrum.
 
-Conventions (METHOD.md §1):
+Conventions (docs/METHOD.md §1):
 - A weight `W` is `out x in`; `N = max(out, in)`, `M = min(out, in)`, `c = M / N <= 1`.
 - Eigenvalues are `lambda_i = s_i**2 / N` (`s_i` the singular values), so an iid matrix
   with entry variance `sigma2` has an ESD close to MP(sigma2, c).
@@ -8,7 +8,7 @@ Conventions (METHOD.md §1):
   above it are spikes, the rest is the bulk.
 
 All functions are vectorised with numpy; `fit_spectra` fits a batch of same-shape
-spectra at once.  `compat=True` reproduces the authors' two formula bugs (METHOD.md §4.1
+spectra at once.  `compat=True` reproduces the authors' two formula bugs (docs/METHOD.md §4.1
 and §4.2) next to the correct default.
 """
 
@@ -103,7 +103,7 @@ def _unit_mp_quantiles(m: int, c: float, alpha: float) -> np.ndarray:
 def tw_edge_factor(c: float, n: int, beta: float, compat: bool = False) -> float:
     """`lambda_plus / sigma2 = (1+sqrt c)^2 + t N^(-2/3) c^(-1/6) (1+sqrt c)^(4/3)`, t the TW1 (1-beta) quantile.
 
-    `compat=True` uses the authors' `(1+sqrt c)**4/3` (= (1+sqrt c)^4 / 3, METHOD.md §4.1).
+    `compat=True` uses the authors' `(1+sqrt c)**4/3` (= (1+sqrt c)^4 / 3, docs/METHOD.md §4.1).
     """
     if not 0.0 < beta < 1.0:
         raise ValueError(f"beta must be in (0, 1), got {beta}")
@@ -193,7 +193,7 @@ class SignalNoise:
 
 @torch.no_grad()
 def split_signal_noise(W: torch.Tensor, alpha: float = 0.25, beta: float = 0.1, compat: bool = False) -> SignalNoise:
-    """The spiked-model split of a 2-D weight (METHOD.md §1): float64 SVD where W lives, BEMA fit of its spectrum."""
+    """The spiked-model split of a 2-D weight (docs/METHOD.md §1): float64 SVD where W lives, BEMA fit of its spectrum."""
     if W.ndim != 2:
         raise ValueError(f"split_signal_noise needs a 2-D matrix, got shape {tuple(W.shape)}")
     u, s, vh = torch.linalg.svd(W.double(), full_matrices=False)

@@ -1,4 +1,4 @@
-"""P3's pruning cycle for pretrained models (METHOD.md §6, as the released code runs it), step by step.
+"""P3's pruning cycle for pretrained models (docs/METHOD.md §6, as the released code runs it), step by step.
 
 Cycle `i = 1, 2, ...` with target fraction `r_i = 0.06 * 1.02**i`, on every Linear / Conv2d (conv unfolded):
 1. even cycles: sparsify the singular vectors, `T_k = theta * max(1/750, (1 - s_k / sigma_plus)_+ ** 30)`,

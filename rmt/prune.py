@@ -1,4 +1,4 @@
-"""The P1/P2 RMT-SVD pruning step with splitting into factor layers (METHOD.md §5).
+"""The P1/P2 RMT-SVD pruning step with splitting into factor layers (docs/METHOD.md §5).
 
 For each Linear / Conv2d (unfolded to `out x fan_in`), with `W = U diag(s) V^T`:
 1. fit MP (BEMA); if the GoF error is not below `gof_threshold`, leave the layer alone;

@@ -5,7 +5,7 @@
     result = pruner(model, state, keep_fraction=0.8)     # in place; result.layers = per-layer report
 
 `keep_fraction` is the step's scheduled value in [0, 1]: `mp_svd` keeps that share of each layer's MP
-bulk (P1/P2, METHOD.md §5); `global_magnitude` zeroes the `ratio * (1 - keep_fraction)` smallest-|w|
+bulk (P1/P2, docs/METHOD.md §5); `global_magnitude` zeroes the `ratio * (1 - keep_fraction)` smallest-|w|
 share of all Linear / Conv2d weights at once (one global threshold, P4 §8 and the P1-mag baseline);
 `layer_magnitude` zeroes that share of every layer; `p3_cycles` runs P3's next cycle (its own schedule
 `r_i`, `rmt.p3`; `keep_fraction` is not used); `none` does nothing.  A pruner changes the model in place and records in `PruneState` what a
@@ -193,7 +193,7 @@ def layer_magnitude(ratio: float = 0.5) -> Pruner:
 @register_pruner("p3_cycles")
 def p3_cycles(alpha: float = 0.25, beta: float = 0.8, compat: bool = False, reg_steps: int = 5000,
               reg_steps_growth: int = 1000, reg_lr: float = 5e-8) -> Pruner:
-    """P3's pruning cycle (METHOD.md §6, `rmt.p3`): even cycles sparsify singular vectors, every cycle removes the
+    """P3's pruning cycle (docs/METHOD.md §6, `rmt.p3`): even cycles sparsify singular vectors, every cycle removes the
     MP-budgeted `q r_i nnz` smallest weights of each layer, then `reg_steps + (i - 1) reg_steps_growth` data-free
     regularisation steps.  Unstructured: masks (True = kept) in `state.masks`, frozen afterwards."""
 

@@ -69,7 +69,7 @@ def test_tw1_quantile_rejects_bad_p():
 
 
 def test_square_edge_formula():
-    """For c = 1 the edge factor is 4 + 2^(4/3) t N^(-2/3) (METHOD.md §2)."""
+    """For c = 1 the edge factor is 4 + 2^(4/3) t N^(-2/3) (docs/METHOD.md §2)."""
     n, beta = 500, 0.1
     t = tw1_quantile(1 - beta)
     assert tw_edge_factor(1.0, n, beta) == pytest.approx(4 + 2 ** (4 / 3) * t * n ** (-2 / 3))

@@ -138,7 +138,7 @@ def test_gram_svd_factors_reconstruct_and_truncate_like_svd(shape, ill):
 
 
 def reference_prune_step(model: nn.Module, keep_fraction: float, resplit: str, min_rank: int = 1) -> list[tuple[str, int, bool]]:
-    """The pruning step of METHOD.md §5 with one float64 `torch.linalg.svd` per unit (no batching, no Gram)."""
+    """The pruning step of docs/METHOD.md §5 with one float64 `torch.linalg.svd` per unit (no batching, no Gram)."""
     done = []
     for name, mod in pruning_units(model, resplit):
         w = unit_matrix(mod).detach().double()

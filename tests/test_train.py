@@ -59,14 +59,20 @@ def test_smoke_run_writes_complete_record(compose_cfg):
     assert "effective" in (run_dir / "config.yaml").read_text()
 
 
-def test_arms_start_from_identical_weights(compose_cfg):
-    states = []
-    for arm in ("normal", "rmt"):
-        cfg = compose_cfg(*SMOKE, f"arm={arm}")
-        torch.manual_seed(cfg.seed)
-        states.append(build_model(**train.effective_settings(cfg)["model"]).state_dict())
-    for k in states[0]:
-        assert torch.equal(states[0][k], states[1][k])
+def test_arms_start_from_identical_weights_and_only_rmt_prunes(compose_cfg):
+    summaries = {arm: train.run(compose_cfg(*SMOKE, f"arm={arm}")) for arm in ("normal", "rmt")}
+    other_seed = train.run(compose_cfg(*SMOKE, "arm=normal", "seed=1"))
+    assert summaries["normal"]["init_digest"] == summaries["rmt"]["init_digest"] != other_seed["init_digest"]
+    torch.manual_seed(0)  # the digest is of the weights the seed gives
+    cfg = compose_cfg(*SMOKE)
+    assert train.weights_digest(build_model(**train.effective_settings(cfg)["model"])) == summaries["normal"]["init_digest"]
+    normal, rmt = summaries["normal"], summaries["rmt"]
+    assert normal["params_final"] == normal["params_start"] and rmt["params_final"] < rmt["params_start"]
+    layers = pd.read_csv(Path(compose_cfg(*SMOKE, "arm=rmt").run_dir) / "layers.csv")
+    pruned = layers[layers["accepted"] == True]  # noqa: E712 (a column of True / False / NaN)
+    full_rank, output = pruned[["out", "fan_in"]].min(axis=1), pruned["out"] == 10
+    assert len(pruned[~output]) and (pruned["rank"] < full_rank)[~output].all()  # the rank it reports fell
+    assert (pruned["rank"][output] == 10).all()  # the output layer is never cut below the number of classes
 
 
 def test_interrupted_run_resumes_to_identical_numbers(compose_cfg, monkeypatch):
