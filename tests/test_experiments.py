@@ -196,10 +196,10 @@ def test_lemma_tau_is_the_formula():
 
 def test_bound_check_flags_a_violated_bound_and_confident_flips():
     full = torch.tensor([[5.0, 0.0], [5.0, 0.0], [1.0, 0.9], [0.0, 3.0]])
-    reduced = torch.tensor([[4.9, 0.0], [0.0, 5.0], [0.9, 1.0], [0.0, 3.0]])
+    reduced = torch.tensor([[4.9, 0.0], [0.0, 5.0], [0.3, 1.0], [0.0, 3.0]])
     tau = torch.tensor([0.5, 0.5, 0.5, 0.5])
     out = confidence_bound.bound_check(full, reduced, tau, labels=torch.tensor([0, 0, 1, 1]))
-    assert out["bound_held"] == 0.75  # input 1 changed by 5 > tau
+    assert out["bound_held"] == 0.5  # input 1 changed by 5 > tau, input 2 by 0.7 (> tau, < 2 tau)
     assert out["label_flips"] == 2 and out["confident_inputs"] == 3 and out["flips_among_confident"] == 1
     assert out["acc_before"] == 0.75 and out["acc_after"] == 0.75
     assert confidence_bound.bound_check(full, reduced, torch.zeros(4), torch.zeros(4, dtype=torch.long))["bound_held"] == 0.25

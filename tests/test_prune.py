@@ -54,9 +54,13 @@ def test_split_pays_off_rule():
 
 
 def test_kept_rank_formula():
-    fit = fit_mp(torch.randn(100, 200))
-    assert kept_rank(fit, 0.5) == fit.n_spikes + math.floor(0.5 * (100 - fit.n_spikes))
-    assert kept_rank(fit, 0.0, min_rank=10) == max(10, fit.n_spikes)
+    torch.manual_seed(0)
+    signal = 30 * torch.linalg.qr(torch.randn(100, 3))[0] @ torch.linalg.qr(torch.randn(200, 3))[0].T  # 3 planted spikes
+    fit = fit_mp(torch.randn(100, 200) / math.sqrt(200) + signal)
+    assert fit.n_spikes == 3
+    assert kept_rank(fit, 0.5) == 51  # 3 + floor(0.5 * 97)
+    assert kept_rank(fit, 0.3) == 32  # 3 + floor(29.1)
+    assert kept_rank(fit, 0.0) == 3 and kept_rank(fit, 0.0, min_rank=10) == 10
     assert kept_rank(fit, 1.0) == 100
 
 

@@ -1,0 +1,119 @@
+"""Mutation check, run by hand (not in CI): plant each bug below in a copy of the working tree and run the test
+that must catch it.  Every line of the report should read `caught`.
+
+    .venv/bin/python tests/mutations.py            # all of them (~6 min on 2 cores)
+    .venv/bin/python tests/mutations.py seed tau   # those whose name contains a word given
+
+A mutation whose text is no longer in its file is reported `stale` (update it with the code it targets).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    old: str
+    new: str
+    test: str  # pytest node id (or -k expression after a space) that must fail
+
+
+MUTATIONS = [
+    Mutation("rmt arm seeded differently from the normal arm", "experiments/train.py",
+             "    torch.manual_seed(cfg.seed)\n    if init_ckpt", "    torch.manual_seed(cfg.seed + (cfg.arm == 'rmt'))\n    if init_ckpt",
+             "tests/test_train.py::test_arms_start_from_identical_weights_and_only_rmt_prunes"),
+    Mutation("tau = 0 in the confidence-bound check", "experiments/confidence_bound.py",
+             "    return 2 * math.sqrt(2) * w3.abs()", "    return 0 * math.sqrt(2) * w3.abs()",
+             "tests/test_experiments.py -k lemma_tau or confidence_bound_on_width"),
+    Mutation("bound check compares with 2 tau", "experiments/confidence_bound.py",
+             "(change <= tau).double().mean()", "(change <= 2 * tau).double().mean()",
+             "tests/test_experiments.py::test_bound_check_flags_a_violated_bound_and_confident_flips"),
+    Mutation("TW term with the authors' exponent in the correct path", "rmt/mp.py",
+             "root ** (4.0 / 3.0)", "root**4 / 3.0", "tests/test_mp.py"),
+    Mutation("MP CDF returns 0 above the edge in the correct path", "rmt/mp.py",
+             "0.0 if compat else 1.0, cdf)", "0.0, cdf)", "tests/test_mp.py"),
+    Mutation("pruning keeps the ceiling of the bulk share", "rmt/prune.py",
+             "math.floor(keep_fraction * (fit.m - fit.n_spikes))", "math.ceil(keep_fraction * (fit.m - fit.n_spikes))",
+             "tests/test_prune.py"),
+    Mutation("P4 radius r_i^2 = eps / |lambda_i|", "rmt/limit.py",
+             "share = (2 * eps) / (2 * eps + r2 * lam)", "share = eps / (eps + r2 * lam)", "tests/test_limit.py"),
+    Mutation("data files not verified", "experiments/data.py",
+             "    return None if actual == md5 else", "    return None if True else", "tests/test_data.py"),
+    Mutation("failed sweep jobs leave their folders", "experiments/sweeps.py",
+             "        shutil.rmtree(folder)", "        pass",
+             "tests/test_hydra.py -k no_empty_run_folder or hydra_files_alone"),
+    Mutation("code-executing pickles loaded", "rmt/io.py",
+             "return torch.load(path, map_location=\"cpu\", weights_only=True)",
+             "return torch.load(path, map_location=\"cpu\", weights_only=False)",
+             "tests/test_rmt_cli.py -k not_checkpoints"),
+    Mutation("no fallback to the previous checkpoint", "experiments/checkpoints.py",
+             "(run_dir / \"checkpoint.pt\", run_dir / \"checkpoint.prev.pt\")", "(run_dir / \"checkpoint.pt\",)",
+             "tests/test_train.py::test_corrupt_checkpoint_falls_back_then_fails_clearly"),
+    Mutation("W&B server not probed before an online run", "experiments/records.py",
+             "                why = server_unreachable(server)", "                why = None",
+             "tests/test_train.py -k without_route"),
+    Mutation("config validation skipped", "experiments/train.py",
+             "    check_config(cfg, TRAIN_RULES)\n", "\n", "tests/test_validation.py"),
+]
+
+
+def tracked_tree(dest: Path) -> None:
+    """Copy the working tree's tracked and untracked-not-ignored files (what CI would see after a commit)."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    for name in files:
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def run_test(test: str, tree: Path, env: dict) -> int:
+    """pytest's exit code for `test` in `tree`: 0 passed, 1 failed, 5 nothing collected."""
+    node, _, keyword = test.partition(" -k ")
+    args = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", node] + (["-k", keyword] if keyword else [])
+    return subprocess.run(args, cwd=tree, env=env, capture_output=True, text=True).returncode
+
+
+def main(words: list[str]) -> int:
+    chosen = [m for m in MUTATIONS if not words or any(w in m.name for w in words)]
+    env = {**os.environ, "RMT_DATA_ROOT": os.environ.get("RMT_DATA_ROOT", str(ROOT / "data")), "PYTHONDONTWRITEBYTECODE": "1"}
+    with tempfile.TemporaryDirectory() as tmp:  # a catch means something only if the test passes without the bug
+        tracked_tree(Path(tmp))
+        failing = [t for t in dict.fromkeys(m.test for m in chosen) if run_test(t, Path(tmp), env) != 0]
+    if failing:
+        print(f"these tests fail without any planted bug, fix them first: {failing}")
+        return 1
+    missed = 0
+    for m in chosen:
+        with tempfile.TemporaryDirectory() as tmp:
+            tree = Path(tmp)
+            tracked_tree(tree)
+            target = tree / m.file
+            text = target.read_text()
+            if m.old not in text:
+                print(f"stale    {m.name}: {m.file} no longer holds the text it mutates")
+                missed += 1
+                continue
+            target.write_text(text.replace(m.old, m.new, 1))
+            code = run_test(m.test, tree, env)
+            caught = code == 1  # tests failed (5 would mean none ran)
+            missed += not caught
+            print(f"{'caught' if caught else 'MISSED'}   {m.name}  <-  {m.test}" + ("" if caught else f" (pytest exit {code})"))
+    print(f"{len(chosen) - missed} of {len(chosen)} planted bugs caught")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
