@@ -93,8 +93,11 @@ def export_records(src: str | Path, dst: str | Path) -> int:
     """Copy the record files of every run below `src` (all its files but checkpoints and logs; no
     sub-folders such as wandb/) to the same place below `dst`."""
     src, dst = Path(src), Path(dst)
+    found = run_dirs(src, marker="config.yaml") if src.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"no run records below {src}" + ("" if src.is_dir() else " (no such folder)"))
     count = 0
-    for run_dir in run_dirs(src, marker="config.yaml"):
+    for run_dir in found:
         target = dst / run_dir.relative_to(src)
         target.mkdir(parents=True, exist_ok=True)
         for path in run_dir.iterdir():

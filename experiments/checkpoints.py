@@ -38,10 +38,13 @@ def load_checkpoint(run_dir: Path) -> dict | None:
         if not path.exists():
             continue
         try:
-            return read_checkpoint(path)
+            ckpt = read_checkpoint(path)
         except CheckpointFileError as exc:
             errors.append(str(exc).replace(f"{path}", path.name))
-            print(f"warning: {exc}; trying an older one", file=sys.stderr)
+            continue
+        if errors:  # the newest was unreadable and this older one was not
+            print(f"warning: {errors[0]}; using {path.name} (one epoch older)", file=sys.stderr)
+        return ckpt
     if errors:
         raise CheckpointUnreadableError(
             f"no readable checkpoint in {run_dir} ({'; '.join(errors)}). Delete checkpoint.pt and checkpoint.prev.pt there "

@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.checkpoints import load_checkpoint
 from experiments.data import RunData, Split, build_data
 from experiments.errors import USER_ERRORS, RunConfigError
-from experiments.records import RunRecord
-from experiments.sweeps import one_line, record_failure, remove_if_not_a_run, run_folder
+from experiments.records import SUMMARY_JSON, RunRecord
+from experiments.sweeps import discard_failed_run, holds_only_hydra_files, one_line, record_failure, run_folder
 from rmt.models import MODEL_BUILDERS, model_from_checkpoint
 
 T = TypeVar("T")
@@ -146,8 +146,10 @@ def load_source_run(run_dir: str | Path, device: torch.device) -> SourceRun:
 
 
 def begin_record(cfg: DictConfig, **extra) -> RunRecord:
-    """The run folder `cfg.run_dir` with its resolved config (plus `extra` entries) and environment written."""
+    """The run folder `cfg.run_dir` with its resolved config (plus `extra` entries) and environment written.  A summary
+    left by an earlier run there is removed first: until this run writes its own, the folder reads as unfinished."""
     record = RunRecord(cfg.run_dir)
+    (record.dir / SUMMARY_JSON).unlink(missing_ok=True)
     record.begin({**OmegaConf.to_container(cfg, resolve=True), **extra})
     return record
 
@@ -159,18 +161,20 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callab
     runs and `report(result)` prints (its return value is Hydra's job return value).
 
     A user error ends a single run with one `error: ...` line; in a sweep it is reported and the sweep goes on
-    (`experiments.sweeps.SweepReport` lists every failed job at the end).  Either way a job that failed before
-    writing its record leaves no run folder.  Hydra's own errors (unknown option, bad override) are one line too.
+    (`experiments.sweeps.SweepReport` lists every failed job at the end).  Either way a job that failed in a run folder
+    it created leaves nothing there unless it saved state to resume from (`experiments.sweeps.discard_failed_run`).  Hydra's own errors (unknown option, bad override) are one line too.
     """
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
     def job(cfg: DictConfig) -> object:
         hydra_cfg = HydraConfig.get()
         cfg.run_dir = str(run_folder(hydra_cfg.runtime.output_dir))
+        fresh = holds_only_hydra_files(Path(cfg.run_dir))
         try:
             result = run(cfg)
         except Exception as exc:
-            remove_if_not_a_run(Path(cfg.run_dir))
+            if fresh:
+                discard_failed_run(Path(cfg.run_dir), OmegaConf.select(cfg, "paths.runs_dir"))
             user_error = isinstance(exc, (*USER_ERRORS, *extra_errors))
             if hydra_cfg.mode != RunMode.MULTIRUN:
                 if user_error:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from experiments.common import begin_record, hydra_entry, load_source_run, setup_numerics
+from experiments.validation import CONFIDENCE_BOUND_RULES, check_config
 from rmt.mp import split_signal_noise
 
 
@@ -69,12 +70,13 @@ def measure(run_dir: Path, alpha: float, beta: float, device: torch.device) -> d
 
 
 def run(cfg: DictConfig) -> pd.DataFrame:
+    check_config(cfg, CONFIDENCE_BOUND_RULES)
     device, _, _ = setup_numerics(cfg)
     sources = sorted(p.parent for p in Path(cfg.runs).glob("*/checkpoint.pt"))
     if not sources:
         raise FileNotFoundError(f"no trained runs in {cfg.runs}: run `make reproduce-p1-confidence` (the p1_confidence sweep) first")
-    record = begin_record(cfg)
     table = pd.DataFrame([measure(d, cfg.alpha, cfg.beta, device) for d in sources]).sort_values("N")
+    record = begin_record(cfg)
     table.to_csv(record.dir / "confidence_bound.csv", index=False)
     record.write_summary({"widths": table["N"].tolist(), "bound_held_everywhere": bool((table["bound_held"] == 1.0).all()),
                           "flips_among_confident": int(table["flips_among_confident"].sum())})

@@ -366,11 +366,13 @@ def build_data(config: dict, device: torch.device, model: torch.nn.Module | None
 
 def main() -> None:
     """`python -m experiments.data [ROOT]`: fetch and verify every tensor dataset into ROOT (default ./data)."""
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1].startswith("-")):
+        sys.exit("usage: python -m experiments.data [ROOT]   (ROOT defaults to $RMT_DATA_ROOT, else ./data)")
     root = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("RMT_DATA_ROOT", "data"))
     for name in TENSOR_DATASETS:
         try:
             print(f"{name}: {ensure_dataset(name, root)}")
-        except DataUnavailableError as exc:
+        except (DataUnavailableError, OSError) as exc:  # OSError: ROOT is a file, not writable, ...
             sys.exit(f"error: {exc}")
 
 

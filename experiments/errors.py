@@ -5,12 +5,13 @@ from __future__ import annotations
 from experiments.checkpoints import CheckpointUnreadableError
 from experiments.data import DataUnavailableError
 from rmt.io import CheckpointFileError
-from rmt.models import WeightsUnavailableError
+from rmt.models import UnknownModelError, WeightsUnavailableError
 
 
 class RunConfigError(ValueError):
     """A setting is unusable, or the run directory holds a run made with other settings or numerics."""
 
 
-USER_ERRORS = (DataUnavailableError, RunConfigError, FileNotFoundError, WeightsUnavailableError, CheckpointUnreadableError,
-               CheckpointFileError)
+# Besides the suite's own: paths that are missing, not writable, or a file where a folder is needed (and back).
+USER_ERRORS = (DataUnavailableError, RunConfigError, WeightsUnavailableError, UnknownModelError, CheckpointUnreadableError, CheckpointFileError,
+               FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)

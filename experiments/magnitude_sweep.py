@@ -14,17 +14,19 @@ import torch
 from omegaconf import DictConfig
 
 from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
+from experiments.validation import MAGNITUDE_SWEEP_RULES, check_config
 from rmt.pruners import count_nonzero
 from rmt.spectra import spectral_layers
 
 
 @torch.no_grad()
 def run(cfg: DictConfig) -> dict:
+    check_config(cfg, MAGNITUDE_SWEEP_RULES)
     device, _, _ = setup_numerics(cfg)
+    sources = {arm: load_source_run(run_dir, device) for arm, run_dir in (("normal", cfg.normal_run), ("rmt", cfg.rmt_run))}
     record = begin_record(cfg)
     rows, summary = [], {}
-    for arm, source_run in (("normal", cfg.normal_run), ("rmt", cfg.rmt_run)):
-        source = load_source_run(source_run, device)
+    for arm, source in sources.items():
         model, test = source.model, source.data(device).test
         weights = [m.weight for _, m in spectral_layers(model)]
         originals = [w.clone() for w in weights]
@@ -36,7 +38,7 @@ def run(cfg: DictConfig) -> dict:
                          "test_acc": evaluate(model, test, 2000)[1]})
         for w, orig in zip(weights, originals):
             w.copy_(orig)
-        summary[arm] = {"source_run": str(source_run), "params": sum(p.numel() for p in model.parameters()),
+        summary[arm] = {"source_run": str(source.dir), "params": sum(p.numel() for p in model.parameters()),
                         "test_acc": evaluate(model, test, 2000)[1]}
     df = pd.DataFrame(rows)
     df.to_csv(record.dir / "magnitude_sweep.csv", index=False)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, model_spec, setup_numerics
 from experiments.data import build_data
 from experiments.errors import RunConfigError
+from experiments.validation import P3_PRUNE_RULES, check_config
 from rmt.io import read_checkpoint
 from rmt.models import build_model, output_layer_name
 from rmt.prune import count_parameters
@@ -56,6 +57,7 @@ def save_start(path: Path, model: torch.nn.Module, spec: dict, state: PruneState
 
 
 def run(cfg: DictConfig) -> dict:
+    check_config(cfg, P3_PRUNE_RULES)
     device, dtype, _ = setup_numerics(cfg)
     if cfg.source_run:  # a model trained by this suite: its architecture, weights and data
         source = load_source_run(cfg.source_run, device)

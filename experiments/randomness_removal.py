@@ -20,6 +20,7 @@ from torch import nn
 
 from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
 from experiments.data import Split
+from experiments.validation import RANDOMNESS_REMOVAL_RULES, check_config
 from rmt.models import output_layer_name
 from rmt.mp import split_signal_noise
 
@@ -44,6 +45,7 @@ def trend(values: np.ndarray) -> str:
 
 @torch.no_grad()
 def run(cfg: DictConfig) -> dict:
+    check_config(cfg, RANDOMNESS_REMOVAL_RULES)
     device, _, _ = setup_numerics(cfg)
     source = load_source_run(cfg.source_run, device)
     model = source.model

@@ -15,18 +15,26 @@ import torch
 from omegaconf import DictConfig
 
 from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
+from experiments.errors import RunConfigError
+from experiments.validation import RANK_SWEEP_RULES, check_config
 from rmt.mp import fit_spectra
-from rmt.spectra import layer_matrix
+from rmt.spectra import layer_matrix, spectral_layers
 
 
 @torch.no_grad()
 def run(cfg: DictConfig) -> dict:
+    check_config(cfg, RANK_SWEEP_RULES)
     device, _, _ = setup_numerics(cfg)
     source = load_source_run(cfg.source_run, device)
     model = source.model
+    layers = dict(spectral_layers(model))
+    if str(cfg.layer) not in layers:
+        raise RunConfigError(f"layer={cfg.layer!r} is not a Linear / Conv2d layer of {cfg.source_run}; its layers: {', '.join(layers)}")
+    if cfg.ranks.stop <= cfg.ranks.start:
+        raise RunConfigError(f"ranks.stop={cfg.ranks.stop} must exceed ranks.start={cfg.ranks.start}")
+    layer = layers[str(cfg.layer)]
     record = begin_record(cfg, source_config=source.config)
     test = source.data(device).test
-    layer = model.get_submodule(cfg.layer)
     weight = layer.weight.detach().clone()
     mat = layer_matrix(layer).detach()
     u, s, vh = torch.linalg.svd(mat.double(), full_matrices=False)

@@ -1,5 +1,5 @@
-"""The runners under Hydra: the run folder is Hydra's output directory; a job that fails before writing its
-record leaves no folder behind; a sweep runs every job and then lists each failed one; Hydra's own errors
+"""The runners under Hydra: the run folder is Hydra's output directory; a job that fails in a folder it created
+leaves no folder behind (unless it saved state to resume from); a sweep runs every job and then lists each failed one; Hydra's own errors
 (an unknown option, a malformed override) end the command with one line."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 FAILED_JOBS = "failed_jobs.jsonl"  # in the sweep folder: one JSON line per failed job
 FAILED_TRACEBACKS = "failed_jobs.log"  # in the sweep folder: tracebacks of failures that are not user errors
 HYDRA_ONLY = {".hydra"}  # what Hydra writes into a job's folder before the job runs (plus the job's *.log)
+RESUMABLE = ("checkpoint.pt", "checkpoint.prev.pt", "stages.json")  # a failed run that wrote these can go on later
 
 
 def run_folder(output_dir: str | Path) -> Path:
@@ -26,11 +27,23 @@ def run_folder(output_dir: str | Path) -> Path:
     return path.relative_to(cwd) if path.is_relative_to(cwd) else path
 
 
-def remove_if_not_a_run(folder: Path) -> None:
-    """Delete `folder` when it holds only what Hydra writes before a job (`.hydra/`, the job's log): a job that
-    failed before writing its record leaves nothing that looks like a run.  Anything else keeps it."""
-    if folder.is_dir() and all(p.name in HYDRA_ONLY or (p.is_file() and p.suffix == ".log") for p in folder.iterdir()):
-        shutil.rmtree(folder)
+def holds_only_hydra_files(folder: Path) -> bool:
+    """True when `folder` is absent or holds only what Hydra writes before a job (`.hydra/`, the job's log)."""
+    return not folder.is_dir() or all(p.name in HYDRA_ONLY or (p.is_file() and p.suffix == ".log") for p in folder.iterdir())
+
+
+def discard_failed_run(folder: Path, runs_root: str | Path | None = None) -> None:
+    """After a job failed in a run folder it created: delete the folder unless it holds state to resume from
+    (`RESUMABLE`), then the parents it leaves empty, up to `runs_root` (exclusive).  Nothing that looks like a run
+    remains of a job that produced nothing."""
+    if not folder.is_dir() or any((folder / name).exists() for name in RESUMABLE):
+        return
+    shutil.rmtree(folder)
+    root = Path(runs_root).resolve() if runs_root else None
+    parent = folder.resolve().parent
+    while root is not None and parent != root and parent.is_relative_to(root) and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
 
 
 def record_failure(sweep_dir: str | Path, job: int, overrides: list[str], exc: BaseException, user_error: bool) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from experiments.common import begin_record, hydra_entry
+from experiments.validation import SYNTHETIC_RULES, check_config
 from rmt.mp import fit_spectra
 
 
@@ -26,6 +27,7 @@ def p2_signal(n: int) -> np.ndarray:
 
 
 def run(cfg: DictConfig) -> dict:
+    check_config(cfg, SYNTHETIC_RULES)
     record = begin_record(cfg)
     rng = np.random.default_rng(cfg.seed)
     w = rng.standard_normal((cfg.n, cfg.n)) + p2_signal(cfg.n)

@@ -221,6 +221,9 @@ def run(cfg: DictConfig) -> dict:
             group["lr"] = lr
         train_loss, train_acc = train_epoch(model, opt, data.train, cfg, state, dtype, shuffle_seed=cfg.seed * 100_003 + epoch,
                                             bar=bar)
+        if not math.isfinite(train_loss):  # nothing after this epoch would mean anything; its checkpoint is not saved
+            raise RunConfigError(f"training diverged in epoch {epoch} (mean training loss {train_loss} at lr {lr:g}): "
+                                 f"lower optim.lr or set optim.grad_clip")
 
         scheduled = epoch in settings["prune_epochs"] if settings["prune_epochs"] else epoch % cfg.pruning.every == 0
         f, report = 1.0, []

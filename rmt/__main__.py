@@ -102,10 +102,36 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--input-size", type=int, nargs="+", help="input shape without batch, for MACs (default: the model's)")
     args = parser.parse_args(argv)
     try:
+        check_args(args)
         return cmd_analyze(args) if args.command == "analyze" else cmd_prune(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ImportError as exc:  # an optional package, e.g. pyarrow for a .parquet table
+        print("error: " + (str(exc).splitlines() or [type(exc).__name__])[0], file=sys.stderr)
+        return 1
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """One `ValueError` naming every option outside its range (docs/METHOD.md §2 for alpha and beta)."""
+    ranges = {"alpha": (0.0, 0.5, "> 0 and < 0.5"), "beta": (0.0, 1.0, "> 0 and < 1")}
+    bad = [f"--{name}={getattr(args, name)} (expected a number {text})" for name, (lo, hi, text) in ranges.items()
+           if not lo < getattr(args, name) < hi]  # NaN fails both comparisons
+    if args.command == "analyze" and args.device and args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        bad.append(f"--device={args.device} (expected cpu, cuda or cuda:<index>)")
+    elif args.command == "analyze" and args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        bad.append(f"--device={args.device} (no CUDA GPU is visible to torch; use cpu)")
+    if not 0.0 <= args.keep_fraction <= 1.0:
+        bad.append(f"--keep-fraction={args.keep_fraction} (expected a number >= 0 and <= 1)")
+    if args.command == "prune":
+        if not args.gof_threshold > 0:
+            bad.append(f"--gof-threshold={args.gof_threshold} (expected a number > 0; 1 accepts every fit)")
+        if args.min_output_rank < 0:
+            bad.append(f"--min-output-rank={args.min_output_rank} (expected an integer >= 0)")
+        if args.input_size is not None and len(args.input_size) not in (1, 3):
+            bad.append(f"--input-size {' '.join(map(str, args.input_size))} (expected C H W for images, or one size for a flat input)")
+    if bad:
+        raise ValueError("bad option" + ("s" if len(bad) > 1 else "") + ": " + "; ".join(bad))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the data facts `input_shape` (one example, e.g. `(1, 28, 28)`) and `num_classes`
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -114,8 +115,8 @@ def timm_model(model_name: str, input_shape: Sequence[int] | None = None, num_cl
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise WeightsUnavailableError(f"model checkpoint {checkpoint} does not exist")
     if not timm.list_models(model_name) and not timm.list_models(model_name.split(".")[0]):
-        close = timm.list_models(f"*{model_name.split('_')[0]}*")[:6]
-        raise KeyError(f"timm has no model {model_name!r}" + (f"; e.g. {close}" if close else ""))
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
+        raise UnknownModelError(f"timm has no model {model_name!r}" + (f"; close names: {', '.join(close)}" if close else ""))
     if pretrained and not _pretrained_reachable(model_name):
         raise WeightsUnavailableError(_weights_advice(model_name, ConnectionError("not in the local cache and the hub is unreachable")))
     try:
@@ -154,6 +155,13 @@ def _weights_advice(name: str, exc: Exception) -> str:
             f"Without network: download the weights file elsewhere and pass it as a local file "
             f"(model.checkpoint=/path/to/{name}.safetensors with model.pretrained=false), or point HF_HOME at a "
             f"Hugging Face cache that holds them.")
+
+
+class UnknownModelError(KeyError):
+    """No model of that name (a `KeyError`, so registry lookups read the same); prints as its plain message."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class WeightsUnavailableError(RuntimeError):

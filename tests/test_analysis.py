@@ -108,6 +108,8 @@ def test_fig1_cli_from_wandb_fixture_and_exported_records(fig1_runs, tmp_path, m
 def test_missing_runs_and_mixed_profiles_are_clear_errors(tmp_path, fig1_runs, capsys):
     assert analysis_main(["fig1", "--runs", str(tmp_path / "nothing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    assert analysis_main(["export", "--runs", str(tmp_path / "nothing"), "--to", str(tmp_path / "out")]) == 1
+    assert "no run records below" in capsys.readouterr().err and not (tmp_path / "out").exists()
     df = load_runs(fig1_runs)
     mixed = pd.concat([df, df.assign(profile="paper", run_id=df["run_id"] + "p")])
     with pytest.raises(ValueError, match="several profiles"):

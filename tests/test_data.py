@@ -134,3 +134,15 @@ def test_imagenet_folder_through_timm_transforms(tmp_path):
 def test_missing_imagenet_root_says_what_to_put_where(tmp_path):
     with pytest.raises(data.DataUnavailableError, match=r"(?s)no ImageNet split 'val'.*<synset>/\*\.JPEG.*IMAGENET_ROOT"):
         data.imagenet_folder_dataset(tmp_path / "imagenet", "val", transform=None)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--help"], "usage: python -m experiments.data [ROOT]"),
+    (["/etc/hostname"], "error: [Errno 20] Not a directory: '/etc/hostname/MNIST/raw'"),
+])
+def test_data_command_rejects_options_and_file_roots(monkeypatch, tmp_path, argv, message):
+    monkeypatch.setattr("sys.argv", ["experiments.data", *argv])
+    with pytest.raises(SystemExit) as done:
+        data.main()
+    assert str(done.value) == message or str(done.value).startswith(message)
+    assert not (Path.cwd() / "--help").exists()

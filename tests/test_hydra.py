@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import HydraException
 
-from experiments.sweeps import FAILED_JOBS, FAILED_TRACEBACKS, one_line, record_failure, remove_if_not_a_run
+from experiments.sweeps import FAILED_JOBS, FAILED_TRACEBACKS, discard_failed_run, holds_only_hydra_files, one_line, record_failure
 from tests.conftest import compose_named
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,15 +78,29 @@ def test_unknown_option_on_the_command_line_is_one_line(tmp_path, data_root):
         "error: arm=rmtt is not an option of arm; choose one of magnitude, normal, rmt"]
 
 
-def test_only_folders_holding_hydra_files_alone_are_removed(tmp_path):
-    hydra_only, record = tmp_path / "a", tmp_path / "b"
-    for folder in (hydra_only, record):
+def test_a_failed_run_is_discarded_unless_it_can_resume(tmp_path):
+    runs = tmp_path / "runs"
+    half_made, resumable = runs / "exp" / "quick" / "a", runs / "other" / "quick" / "b"
+    for folder in (half_made, resumable):
         (folder / ".hydra").mkdir(parents=True)
-        (folder / "common.log").write_text("")
-    (record / "config.yaml").write_text("seed: 0\n")
-    remove_if_not_a_run(hydra_only)
-    remove_if_not_a_run(record)
-    assert not hydra_only.exists() and (record / "config.yaml").exists()
+        (folder / "config.yaml").write_text("seed: 0\n")
+    (resumable / "checkpoint.pt").write_bytes(b"")
+    discard_failed_run(half_made, runs)
+    discard_failed_run(resumable, runs)
+    assert not (runs / "exp").exists() and runs.is_dir()  # the folder and the parents it left empty, not the root
+    assert (resumable / "config.yaml").exists()
+    assert holds_only_hydra_files(tmp_path / "absent") and not holds_only_hydra_files(resumable)
+
+
+def test_a_failed_rerun_keeps_the_earlier_record_but_not_its_summary(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "experiments.synthetic", "n=60", f"paths.runs_dir={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    run_dir = tmp_path / "p2_synthetic" / "paper" / "seed0"
+    assert done.returncode == 0 and (run_dir / "summary.json").exists()
+    again = subprocess.run([sys.executable, "-m", "experiments.synthetic", "n=60", "alpha=2", f"paths.runs_dir={tmp_path}"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert error_lines(again) == ["error: bad setting: alpha=2 (expected a number > 0 and < 0.5)"]
+    assert (run_dir / "summary.json").exists() and "alpha: 0.25" in (run_dir / "config.yaml").read_text()  # untouched
 
 
 def test_unexpected_errors_keep_their_traceback(tmp_path):
@@ -96,3 +110,13 @@ def test_unexpected_errors_keep_their_traceback(tmp_path):
         line = record_failure(tmp_path, 3, ["seed=1"], exc, user_error=False)
     assert line.startswith("error: job #3 (seed=1): KeyError: 'missing' (traceback in")
     assert 'Traceback' in (tmp_path / FAILED_TRACEBACKS).read_text() and "{}[\"missing\"]" in (tmp_path / FAILED_TRACEBACKS).read_text()
+
+
+def test_a_rerun_reads_as_unfinished_until_it_writes_its_summary(tmp_path):
+    from experiments.common import begin_record
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text("{}")
+    begin_record(compose_named("synthetic", f"run_dir={run_dir}"))
+    assert not (run_dir / "summary.json").exists() and (run_dir / "config.yaml").exists()

@@ -91,3 +91,14 @@ def test_rank_sweep_on_missing_run_is_clear(tmp_path):
     cfg = compose_named("rank_sweep", f"source_run={tmp_path}/nothing", f"run_dir={tmp_path}/x")
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         rank_sweep.run(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("layer=99", "layer=99 is not a Linear / Conv2d layer of .*; its layers: 1, 3"),
+    ("ranks.start=100", r"ranks.stop=100 must exceed ranks.start=100"),
+])
+def test_rank_sweep_names_a_bad_layer_or_range_before_writing(p2_run, tmp_path, override, message):
+    cfg = compose_named("rank_sweep", f"source_run={p2_run}", f"run_dir={tmp_path}/x", override, "ranks.stop=100")
+    with pytest.raises(rank_sweep.RunConfigError, match=message):
+        rank_sweep.run(cfg)
+    assert not (tmp_path / "x").exists()

@@ -101,6 +101,27 @@ def test_cli_analyze_on_files_that_are_not_checkpoints(tmp_path, capsys, kind, m
     assert "should-never-run" not in captured.out + captured.err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["analyze", "x", "--alpha", "0.7"], "bad option: --alpha=0.7 (expected a number > 0 and < 0.5)"),
+    (["analyze", "x", "--beta", "0", "--keep-fraction", "nan"],
+     "bad options: --beta=0.0 (expected a number > 0 and < 1); --keep-fraction=nan (expected a number >= 0 and <= 1)"),
+    (["prune", "x", "--keep-fraction", "0.5", "--out", "o", "--gof-threshold", "-1"], "--gof-threshold=-1.0 (expected a number > 0"),
+    (["prune", "x", "--keep-fraction", "0.5", "--out", "o", "--min-output-rank", "-5"], "--min-output-rank=-5 (expected an integer >= 0)"),
+    (["analyze", "x", "--device", "tpu"], "--device=tpu (expected cpu, cuda or cuda:<index>)"),
+])
+def test_cli_options_out_of_range_are_one_line(capsys, args, message):
+    assert rmt_main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_unknown_timm_name_suggests_close_names():
+    from rmt.models import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="timm has no model 'vit_tiny_patch16_22'; close names: vit_tiny_patch16_224"):
+        build_model("timm", model_name="vit_tiny_patch16_22")
+
+
 @pytest.mark.parametrize("bad", [float("inf"), float("nan")])
 def test_cli_analyze_names_layers_with_non_finite_weights(tmp_path, capsys, bad):
     weights = {"ok.weight": torch.randn(50, 40), "broken.weight": torch.randn(60, 40)}

@@ -127,6 +127,11 @@ def test_corrupt_checkpoint_falls_back_then_fails_clearly(compose_cfg):
     assert "no readable checkpoint" in errors[0] and errors[0].endswith("or point to another run folder.")
 
 
+def test_diverged_training_is_one_clear_error(compose_cfg):
+    with pytest.raises(train.RunConfigError, match=r"training diverged in epoch 1 \(mean training loss nan at lr 1e\+30\)"):
+        train.run(compose_cfg(*SMOKE, "optim.lr=1e30"))
+
+
 def test_changed_settings_in_same_run_dir_are_refused(compose_cfg):
     cfg = compose_cfg(*SMOKE)
     train.run(cfg)
@@ -224,7 +229,8 @@ def test_wandb_auto_mode_is_offline_without_credentials(monkeypatch, tmp_path):
 
 def test_unreachable_server_is_detected_within_the_probe_timeout(monkeypatch):
     def never_answers(address, timeout=None):
-        time.sleep(30)
+        time.sleep(3)  # far past the probe's timeout; then fails as a dead route would
+        raise TimeoutError("timed out")
 
     monkeypatch.setattr(socket, "create_connection", never_answers)
     t0 = time.perf_counter()
