@@ -191,5 +191,8 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callab
             job()
         except HydraException as exc:
             sys.exit(f"error: {one_line(exc)}")
+        except KeyboardInterrupt:  # a training run resumes from its last checkpoint when the command is run again
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
 
     return main

@@ -1,7 +1,7 @@
 """Mutation check, run by hand (not in CI): plant each bug below in a copy of the working tree and run the test
 that must catch it.  Every line of the report should read `caught`.
 
-    .venv/bin/python tests/mutations.py            # all of them (~6 min on 2 cores)
+    .venv/bin/python tests/mutations.py            # all of them (~4 min on 2 cores)
     .venv/bin/python tests/mutations.py seed tau   # those whose name contains a word given
 
 A mutation whose text is no longer in its file is reported `stale` (update it with the code it targets).
