@@ -3,6 +3,7 @@ source run, the Hydra entry."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import sys
@@ -120,6 +121,17 @@ def evaluate(model: torch.nn.Module, split: Split, batch_size: int, progress: bo
     return loss_sum.item() / len(split), top1, top5
 
 
+@torch.no_grad()
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 (16 hex digits) of a model's state dict, names and bytes in order: equal digests mean identical weights
+    (both arms' initial weights; the exact model a cached stage was computed on)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclass
 class SourceRun:
     """A finished (or interrupted) training run, loaded to analyse: its model on the device, config, checkpoint."""
@@ -162,7 +174,8 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callab
 
     A user error ends a single run with one `error: ...` line; in a sweep it is reported and the sweep goes on
     (`experiments.sweeps.SweepReport` lists every failed job at the end).  Either way a job that failed in a run folder
-    it created leaves nothing there unless it saved state to resume from (`experiments.sweeps.discard_failed_run`).  Hydra's own errors (unknown option, bad override) are one line too.
+    it created leaves nothing there unless it saved state to resume from (`experiments.sweeps.discard_failed_run`).
+    Hydra's own errors (unknown option, bad override) are one line too.
     """
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics
+from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics, weights_digest
 from experiments.data import build_data
 from experiments.errors import RunConfigError
 from experiments.validation import P4_LIMIT_RULES, check_config
@@ -58,16 +58,6 @@ def cached_stage(run_dir: Path, name: str, settings: dict, compute: Callable[[],
     index[name] = {"key": key, "seconds": round(seconds, 2)}
     index_path.write_text(json.dumps(index, indent=2))
     return frame, False, seconds
-
-
-@torch.no_grad()
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 of every parameter and buffer, in order (a few ms): identifies the exact model a stage was computed on."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from experiments.checkpoints import load_checkpoint, save_checkpoint
-from experiments.common import evaluate, hydra_entry, model_spec, setup_numerics
+from experiments.common import evaluate, hydra_entry, model_spec, setup_numerics, weights_digest
 from experiments.data import build_data
 from experiments.errors import RunConfigError
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
@@ -57,15 +57,6 @@ def effective_settings(cfg: DictConfig) -> dict:
 def fingerprint(config: dict) -> str:
     kept = {k: v for k, v in config.items() if k not in NON_RESULT_KEYS}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 (16 hex digits) of a model's state dict, names and bytes: equal digests mean identical weights."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def keep_fraction(epochs_done: int, pruning: DictConfig, horizon: float) -> float:

@@ -80,18 +80,18 @@ def mp_quantile(p: np.ndarray, sigma2: float, c: float) -> np.ndarray:
 
 
 def fits_bema(m: int, alpha: float) -> bool:
-    """True when a spectrum of `m` values leaves at least 2 in BEMA's middle window."""
+    """True when a spectrum of `m` values leaves at least 2 in BEMA's middle window.  An `alpha` outside (0, 1/2)
+    fits no spectrum: a ValueError, so callers that skip small layers never skip every layer silently."""
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 1/2), got {alpha}")
     return int(np.floor((1.0 - alpha) * m)) - int(np.floor(alpha * m)) >= 2
 
 
 def bema_window(m: int, alpha: float) -> tuple[int, int]:
     """0-based index range `[start, stop)` of the middle eigenvalues BEMA fits on."""
-    if not 0.0 < alpha < 0.5:
-        raise ValueError(f"alpha must be in (0, 1/2), got {alpha}")
-    start, stop = int(np.floor(alpha * m)), int(np.floor((1.0 - alpha) * m))
     if not fits_bema(m, alpha):
-        raise ValueError(f"a spectrum of {m} values leaves {stop - start} values in the BEMA window (alpha={alpha}); need >= 2")
-    return start, stop
+        raise ValueError(f"a spectrum of {m} values leaves fewer than 2 values in the BEMA window (alpha={alpha})")
+    return int(np.floor(alpha * m)), int(np.floor((1.0 - alpha) * m))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -115,6 +115,11 @@ def test_cli_options_out_of_range_are_one_line(capsys, args, message):
     assert len(err) == 1 and message in err[0]
 
 
+def test_analyze_with_an_alpha_no_spectrum_fits_raises_instead_of_skipping_every_layer():
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1/2\), got 0.7"):
+        analyze({"0.weight": torch.randn(50, 40)}, alpha=0.7, device="cpu")
+
+
 def test_unknown_timm_name_suggests_close_names():
     from rmt.models import UnknownModelError
 
