@@ -71,6 +71,15 @@ MUTATIONS = [
              "tests/test_validation.py -k alpha"),
     Mutation("config validation skipped", "experiments/train.py",
              "    check_config(cfg, TRAIN_RULES)\n", "\n", "tests/test_validation.py"),
+    # issue 16: tolerances derived from error bounds must still see errors far above rounding
+    Mutation("Gram-route singular values off by 1e-9 relative", "rmt/spectra.py",
+             "    values = lam.flip(-1).clamp_min_(0.0).sqrt_()\n", "    values = lam.flip(-1).clamp_min_(0.0).sqrt_() * (1 + 1e-9)\n",
+             "tests/test_spectra.py"),
+    Mutation("float64 matrices rounded to float32 before the Gram", "rmt/spectra.py",
+             "        w = mat.detach().to(device=device, dtype=torch.float64)\n        if n <= m:",
+             "        w = mat.detach().float().to(device=device, dtype=torch.float64)\n        if n <= m:", "tests/test_spectra.py"),
+    Mutation("split factors off by 1e-4 relative", "rmt/prune.py",
+             "    root = s[:rank].to(vh).sqrt()\n", "    root = s[:rank].to(vh).sqrt() * (1 + 1e-4)\n", "tests/test_prune.py"),
 ]
 
 
