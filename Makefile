@@ -22,7 +22,7 @@ FIG     := figures/$(PROFILE)
 .PHONY: install data test test-all reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-fig4 \
         reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag reproduce-p1-cnn reproduce-p1-confidence reproduce-p2-fig2 reproduce-p2-fig3 reproduce-p2-fig4 \
         reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-rand reproduce-p3-loss reproduce-p3-vit-demo reproduce-p3-vit \
-        reproduce-p3-vitl reproduce-p4 reproduce-all figures export-results lock clean-runs
+        reproduce-p3-vitl reproduce-p4 reproduce-all figures export-results lock clean-runs gpu-pack gpu-pack-bundle gpu-pack-ingest
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -145,6 +145,22 @@ reproduce-p4: data
 	  threads=$(THREADS) progress=false paths.runs_dir=$(RUNS) paths.data_dir=$(DATA)
 	$(PY) -m analysis p4 --runs $(RUNS)/p4_limit/$(PROFILE) --out $(FIG)
 
+# The GPU pack (docs: README "Paper scale on one GPU"): paper-profile runs under a wall-clock budget on a machine with
+# nothing but Python + torch; archives into OUT.  It runs without .venv (the GPU machine has no registry): the bundle
+# (`make gpu-pack-bundle DATASETS=mnist`, written here) brings Hydra, OmegaConf and pytest, and the datasets.
+OUT     ?= pack-out
+BUDGET  ?= 540
+DATASETS ?= mnist
+PACK_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-pack:
+	$(PACK_PY) -m experiments.pack run --out $(OUT) --budget $(BUDGET) --profile $(if $(filter quick,$(PROFILE)),paper,$(PROFILE)) --device $(DEVICE)
+
+gpu-pack-bundle: data
+	$(PY) -m experiments.pack bundle --datasets $(DATASETS) --data-root $(DATA)
+
+gpu-pack-ingest: install
+	$(PY) -m experiments.pack ingest $(OUT)/*.tgz
+
 reproduce-all: reproduce-fig1 reproduce-p1-fig2 reproduce-p1-fig3 reproduce-p1-var reproduce-p1-ablation reproduce-p1-mag reproduce-p1-cnn reproduce-p1-confidence \
                reproduce-p2-fig2 reproduce-p2-fig5 reproduce-p2-examples reproduce-p3-loss reproduce-p3-vit-demo reproduce-p4
 
@@ -169,6 +185,12 @@ figures: install
 	$(PY) -m analysis p3-vit --run $(R)/p3_vit_demo_prune/quick/vit-s0 --ft-runs $(R)/p3_vit_demo_ft/quick --out $(D)/quick
 	$(PY) -m analysis p4 --runs $(R)/p4_limit/quick --out $(D)/quick
 	$(PY) -m analysis p4 --runs $(R)/p4_limit/paper --out $(D)/paper
+	if [ -d $(R)/fig1/paper ]; then for f in fig1 fig1-train p1-fig2; do $(PY) -m analysis $$f --runs $(R)/fig1/paper --out $(D)/paper || exit 1; done; fi
+	if [ -d $(R)/p1_fig3/paper ]; then for f in p1-fig3 p1-fig4; do $(PY) -m analysis $$f --runs $(R)/p1_fig3/paper --out $(D)/paper || exit 1; done; fi
+	if [ -d $(R)/p1_var/paper ]; then for f in p1-var p1-var-train; do $(PY) -m analysis $$f --runs $(R)/p1_var/paper --out $(D)/paper || exit 1; done; fi
+	if [ -d $(R)/p1_fmnist_ablation/paper ]; then for f in p1-ablation p1-ablation-train; do $(PY) -m analysis $$f --runs $(R)/p1_fmnist_ablation/paper --out $(D)/paper || exit 1; done; fi
+	if [ -d $(R)/p2_examples/paper ]; then $(PY) -m analysis p2-examples --runs $(R)/p2_examples/paper --out $(D)/paper; fi
+	if [ -d $(R)/p3_vit_demo_prune/paper ]; then $(PY) -m analysis p3-vit --run $(R)/p3_vit_demo_prune/paper/vit-s0 --ft-runs $(R)/p3_vit_demo_ft/paper --out $(D)/paper; fi
 	$(PY) -m analysis p3-rand --runs $(R)/p3_rand/paper --out $(D)/paper
 	$(PY) -m analysis p3-loss --run $(R)/p3_loss/paper/from-l2_strong-s0 --out $(D)/paper
 	$(PY) -m analysis p2-synthetic --runs $(R)/p2_synthetic --out $(D)/paper

@@ -119,5 +119,6 @@ def plot_curves(df: pd.DataFrame, figure: CurveFigure, out_dir: str | Path, prof
         ax.set_ylabel(f"{metric.replace('_acc', '')} accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{figure.title} (profile: {profile})", fontsize=11)
+    missing = [panel for panel in figure.panels if values[values["panel"] == panel].empty]
+    fig.suptitle(f"{figure.title} (profile: {profile})" + (f"; no runs yet: {', '.join(missing)}" if missing else ""), fontsize=11)
     return save_figure(fig, values, Path(out_dir) / figure.stem)

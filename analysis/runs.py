@@ -1,20 +1,24 @@
 """Load run records into one pandas DataFrame: one row per (run, epoch).
 
 Two sources, one shape:
-- `load_runs(dir)`: the local run store (every folder below `dir` with `config.yaml` and `metrics.csv`);
+- `load_runs(dir)`: the local run store (every finished training record below `dir`, one per run);
 - `load_wandb_runs("entity/project")`: the W&B mirror of the same runs, through `wandb.Api()`.
 Columns: `RUN_COLUMNS` (from each run's config and summary) + `METRIC_COLUMNS` (per epoch).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+
+from rmt.runfolder import LOCK_FILE
 
 RUN_COLUMNS = ["run_id", "name", "panel", "arm", "series", "seed", "profile", "topology_start", "params_start", "params_final"]
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "params", "nonzero", "keep_fraction", "n_splits",
@@ -56,18 +60,46 @@ def run_dirs(root: str | Path, marker: str = "metrics.csv") -> list[Path]:
     return sorted(d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts))  # skip .hydra/
 
 
+def settings_digest(config: dict[str, Any]) -> str:
+    """What makes two training runs the same run: their fingerprint, else their config without where it was written."""
+    if config.get("fingerprint"):
+        return str(config["fingerprint"])
+    kept = {k: v for k, v in config.items() if k not in ("paths", "run_dir", "logger", "progress", "kind")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def load_runs(root: str | Path) -> pd.DataFrame:
-    """All local run records below `root`."""
+    """All finished local training records below `root`, one per run: an unfinished run (no `summary.json`, so its
+    epochs would count as a seed where it has them) and a folder without `metrics.csv` are left out and named on
+    stderr; two folders holding the same run (the same settings, e.g. an exported copy below the original) are
+    refused with one ValueError naming both."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"runs folder {root} does not exist")
-    frames = []
-    for run_dir in run_dirs(root):
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    frames, seen, unfinished, no_metrics = [], {}, [], []
+    for run_dir in run_dirs(root, marker="config.yaml"):
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        if config.get("kind", "train" if "effective" in config else None) != "train":
+            continue  # a limit, sweep or pruning record: not a training curve
+        run_id = run_dir.relative_to(root).as_posix()
+        if not (run_dir / "metrics.csv").exists():
+            no_metrics.append(run_id)
+            continue
+        digest = settings_digest(config)
+        if digest in seen:
+            raise ValueError(f"{root / seen[digest]} and {run_dir} hold the same run (identical settings; a copy?): "
+                             f"a figure would count it twice. Remove one, or point --runs at one of them")
+        seen[digest] = run_id
         summary_path = run_dir / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        meta = run_meta(run_dir.relative_to(root).as_posix(), config, summary)
+        if not summary_path.exists():
+            unfinished.append(run_id)
+            continue
+        meta = run_meta(run_id, config, json.loads(summary_path.read_text()))
         frames.append(_with_meta(pd.read_csv(run_dir / "metrics.csv"), meta))
+    if no_metrics:
+        print(f"note: left out {len(no_metrics)} run folder(s) without metrics.csv: {', '.join(no_metrics)}", file=sys.stderr)
+    if unfinished:
+        print(f"note: left out {len(unfinished)} unfinished run(s) (no summary.json yet): {', '.join(unfinished)}", file=sys.stderr)
     return _frame(frames)
 
 
@@ -101,7 +133,7 @@ def export_records(src: str | Path, dst: str | Path) -> int:
         target = dst / run_dir.relative_to(src)
         target.mkdir(parents=True, exist_ok=True)
         for path in run_dir.iterdir():
-            if path.is_file() and path.suffix not in NOT_EXPORTED and path.name != "wandb_id.txt":
+            if path.is_file() and path.suffix not in NOT_EXPORTED and path.name not in ("wandb_id.txt", LOCK_FILE):
                 shutil.copyfile(path, target / path.name)
         count += 1
     return count

@@ -8,7 +8,8 @@ Both loops: the same SGD (momentum, weight decay, L1 added to the gradients), th
 data held as tensors on the device.  The bare loop is the plainest code that does that math; the runner's
 epoch adds its batching generator, mask hook and progress bar.  Each figure is the median of `--repeats`
 timed epochs after one warm-up epoch (CUDA: synchronised).  Goals (issue 7): runner / bare <= 1.2;
-statistics or pruning step <= 10 % of an epoch at paper scale on a GPU.
+statistics or pruning step <= 10 % of an epoch at paper scale on a GPU.  On CUDA the runner's epoch is also timed
+with its CUDA-graph step (`graph_s`; issue 17's goal: Fig. 1 (a) paper epoch <= 0.1 s on one H200).
 """
 
 from __future__ import annotations
@@ -90,22 +91,31 @@ def main() -> None:
     print(f"{args.experiment}/{args.panel} {args.profile}: {len(y)} training examples, batch {cfg.train.batch_size}, "
           f"{sum(p.numel() for p in base.parameters()):,} parameters, on {label}", flush=True)
 
-    runner_model, bare_model = copy.deepcopy(base), copy.deepcopy(base)
-    runner_opt, bare_opt = make_optimizer(runner_model, cfg), make_optimizer(bare_model, cfg)
-    state = PruneState()
+    runner_model, bare_model, graph_model = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
+    runner_opt, bare_opt, graph_opt = (make_optimizer(m, cfg) for m in (runner_model, bare_model, graph_model))
+    state, graph_state = PruneState(), PruneState()
     state.bind(runner_model)
+    graph_state.bind(graph_model)
 
     def runner() -> None:
         train_epoch(runner_model, runner_opt, data.train, cfg, state, torch.float32, shuffle_seed=1, bar=NoBar())
 
+    def graphed() -> None:
+        failure = train_epoch(graph_model, graph_opt, data.train, cfg, graph_state, torch.float32, shuffle_seed=1,
+                              bar=NoBar(), graphed=True)[2]
+        if failure:
+            raise RuntimeError(f"CUDA-graph capture failed: {failure}")
+
     def bare() -> None:
         bare_epoch(bare_model, bare_opt, x, y, cfg.train.batch_size, cfg.reg.l1, seed=1)
 
-    runner(), bare()  # warm-up
-    results = {"runner_s": [], "bare_s": []}
-    for _ in range(args.repeats):  # interleaved, so drifts of the machine hit both alike
-        results["runner_s"] += timed_runs(runner, device, 1)
-        results["bare_s"] += timed_runs(bare, device, 1)
+    loops = {"runner_s": runner, "bare_s": bare} | ({"graph_s": graphed} if device.type == "cuda" else {})
+    for fn in loops.values():  # warm-up
+        fn()
+    results = {name: [] for name in loops}
+    for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every loop alike
+        for name, fn in loops.items():
+            results[name] += timed_runs(fn, device, 1)
     trained = copy.deepcopy(runner_model)
     pruner = make_pruner("mp_svd", **{k: v for k, v in OmegaConf.to_container(cfg.pruning).items() if k != "method"},
                          min_rank={output_layer_name(trained): int(cfg.data.num_classes)})
@@ -117,6 +127,9 @@ def main() -> None:
                "examples": len(y), "torch": torch.__version__, **{f"{k}_median": v for k, v in med.items()}, "raw": results,
                "runner_over_bare": med["runner_s"] / med["bare_s"], "stats_over_epoch": med["stats_s"] / med["runner_s"],
                "prune_over_epoch": med["prune_s"] / med["runner_s"]}
+    if "graph_s" in med:
+        summary["graph_over_bare"] = med["graph_s"] / med["bare_s"]
+        print(f"epoch with the CUDA-graph step: {med['graph_s']:.3f} s -> {summary['graph_over_bare']:.3f}x the bare loop")
     print(f"epoch: runner {med['runner_s']:.3f} s, bare loop {med['bare_s']:.3f} s -> {summary['runner_over_bare']:.3f}x; "
           f"MP statistics step {med['stats_s']:.3f} s ({summary['stats_over_epoch']:.1%} of an epoch); "
           f"MP pruning step {med['prune_s']:.3f} s ({summary['prune_over_epoch']:.1%})")

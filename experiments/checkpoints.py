@@ -9,6 +9,7 @@ architecture), `splits` (the `(name, rank)` list that rebuilds a split architect
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -16,16 +17,27 @@ from pathlib import Path
 import torch
 
 from rmt.io import CheckpointFileError, read_checkpoint
+from rmt.runfolder import CHECKPOINT, CHECKPOINT_PREV, atomic_write_bytes
 
 
 class CheckpointUnreadableError(RuntimeError):
     """Every checkpoint of a run folder is truncated or corrupt."""
 
 
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """`torch.save` that leaves the old file or the new one, never part of one (`rmt.runfolder.atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Atomic write; the previous checkpoint is kept as a fallback."""
-    path, prev, tmp = run_dir / "checkpoint.pt", run_dir / "checkpoint.prev.pt", run_dir / "checkpoint.pt.tmp"
-    torch.save(state, tmp)
+    path, prev, tmp = run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV, run_dir / (CHECKPOINT + ".tmp")
+    with tmp.open("wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     if path.exists():
         os.replace(path, prev)
     os.replace(tmp, path)
@@ -34,7 +46,7 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
 def load_checkpoint(run_dir: Path) -> dict | None:
     """Newest readable checkpoint (falls back to the previous one if the newest is corrupt); None if there is none."""
     errors = []
-    for path in (run_dir / "checkpoint.pt", run_dir / "checkpoint.prev.pt"):
+    for path in (run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV):
         if not path.exists():
             continue
         try:

@@ -18,15 +18,15 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 import torch
 import torch.nn.functional as F
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checkpoints import load_checkpoint
 from experiments.data import RunData, Split, build_data
 from experiments.errors import USER_ERRORS, RunConfigError
-from experiments.records import SUMMARY_JSON, RunRecord
-from experiments.sweeps import discard_failed_run, holds_only_hydra_files, one_line, record_failure, run_folder
+from experiments.records import RunRecord, read_config, run_kind
+from experiments.sweeps import discard_failed_run, exit_with_parent, holds_only_hydra_files, one_line, record_failure, run_folder
 from rmt.models import MODEL_BUILDERS, model_from_checkpoint
+from rmt.runfolder import CONFIG_YAML, SUMMARY_JSON, RunFolderBusyError, RunFolderLock
 
 T = TypeVar("T")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -148,21 +148,29 @@ class SourceRun:
 def load_source_run(run_dir: str | Path, device: torch.device) -> SourceRun:
     """The trained model of a run folder (eval mode, on `device`), loadable wherever it was trained."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if not (run_dir / CONFIG_YAML).exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_YAML})")
+    config = read_config(run_dir)
+    if config is None:
+        raise RunConfigError(f"{run_dir / CONFIG_YAML} is empty or cut off: that run's record is damaged")
+    kind = run_kind(config)
+    if kind != "train":
+        raise RunConfigError(f"{run_dir} holds a {kind or 'non-training'} run, not a training run: point to the run "
+                             f"folder of `experiments.train`")
     ckpt = load_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint: the run has not finished an epoch")
     return SourceRun(run_dir, model_from_checkpoint(ckpt).to(device).eval(), config, ckpt)
 
 
-def begin_record(cfg: DictConfig, **extra) -> RunRecord:
-    """The run folder `cfg.run_dir` with its resolved config (plus `extra` entries) and environment written.  A summary
-    left by an earlier run there is removed first: until this run writes its own, the folder reads as unfinished."""
+def begin_record(cfg: DictConfig, kind: str, **extra) -> RunRecord:
+    """The run folder `cfg.run_dir` of a `kind` run (the runner's name; a folder of another kind is refused) with its
+    resolved config (plus `extra` entries) and environment written.  A summary left by an earlier run there is removed
+    first: until this run writes its own, the folder reads as unfinished."""
     record = RunRecord(cfg.run_dir)
+    record.claim(kind)
     (record.dir / SUMMARY_JSON).unlink(missing_ok=True)
-    record.begin({**OmegaConf.to_container(cfg, resolve=True), **extra})
+    record.begin({**OmegaConf.to_container(cfg, resolve=True), **extra}, kind)
     return record
 
 
@@ -182,9 +190,18 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callab
     def job(cfg: DictConfig) -> object:
         hydra_cfg = HydraConfig.get()
         cfg.run_dir = str(run_folder(hydra_cfg.runtime.output_dir))
-        fresh = holds_only_hydra_files(Path(cfg.run_dir))
+        fresh = holds_only_hydra_files(Path(cfg.run_dir), hydra_cfg.job.name)
+        if "joblib" in str(OmegaConf.select(hydra_cfg, "launcher._target_") or "").lower():
+            exit_with_parent()  # a worker process: it must not outlive its sweep
         try:
-            result = run(cfg)
+            with RunFolderLock(cfg.run_dir):  # the folder's only writer for the run's life
+                result = run(cfg)
+        except RunFolderBusyError as exc:  # another live run's folder: nothing in it is touched
+            if hydra_cfg.mode != RunMode.MULTIRUN:
+                sys.exit(f"error: {exc}")
+            print(record_failure(hydra_cfg.sweep.dir, hydra_cfg.job.num, list(hydra_cfg.overrides.task), exc, True),
+                  file=sys.stderr)
+            return None
         except Exception as exc:
             if fresh:
                 discard_failed_run(Path(cfg.run_dir), OmegaConf.select(cfg, "paths.runs_dir"))

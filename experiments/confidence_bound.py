@@ -76,8 +76,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     if not sources:
         raise FileNotFoundError(f"no trained runs in {cfg.runs}: run `make reproduce-p1-confidence` (the p1_confidence sweep) first")
     table = pd.DataFrame([measure(d, cfg.alpha, cfg.beta, device) for d in sources]).sort_values("N")
-    record = begin_record(cfg)
-    table.to_csv(record.dir / "confidence_bound.csv", index=False)
+    record = begin_record(cfg, "confidence_bound")
+    record.write_frame("confidence_bound.csv", table)
     record.write_summary({"widths": table["N"].tolist(), "bound_held_everywhere": bool((table["bound_held"] == 1.0).all()),
                           "flips_among_confident": int(table["flips_among_confident"].sum())})
     return table

@@ -114,7 +114,7 @@ def _download_gz(name: str, raw: Path, filename: str, md5: str) -> None:
 
 def _unpack(gz: Path, target: Path) -> None:
     """Decompress `gz` into `target` atomically (an interrupted unpack leaves no half file behind)."""
-    tmp = target.with_suffix(".tmp")
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")  # runs unpacking at once each write their own
     with gzip.open(gz, "rb") as src, tmp.open("wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     os.replace(tmp, target)

@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> dict:
     check_config(cfg, MAGNITUDE_SWEEP_RULES)
     device, _, _ = setup_numerics(cfg)
     sources = {arm: load_source_run(run_dir, device) for arm, run_dir in (("normal", cfg.normal_run), ("rmt", cfg.rmt_run))}
-    record = begin_record(cfg)
+    record = begin_record(cfg, "magnitude_sweep")
     rows, summary = [], {}
     for arm, source in sources.items():
         model, test = source.model, source.data(device).test
@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> dict:
         summary[arm] = {"source_run": str(source.dir), "params": sum(p.numel() for p in model.parameters()),
                         "test_acc": evaluate(model, test, 2000)[1]}
     df = pd.DataFrame(rows)
-    df.to_csv(record.dir / "magnitude_sweep.csv", index=False)
+    record.write_frame("magnitude_sweep.csv", df)
     record.write_summary(summary)
     return summary
 

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from experiments.checkpoints import atomic_torch_save
 from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, model_spec, setup_numerics
 from experiments.data import build_data
 from experiments.errors import RunConfigError
@@ -53,7 +54,7 @@ def latency_ms(model: torch.nn.Module, example: torch.Tensor, repeats: int = 5) 
 def save_start(path: Path, model: torch.nn.Module, spec: dict, state: PruneState) -> None:
     """A checkpoint `experiments.train init_from=` can start from: model spec, weights, splits, masks."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "model_spec": spec, **state.as_checkpoint()}, path)
+    atomic_torch_save({"model": model.state_dict(), "model_spec": spec, **state.as_checkpoint()}, path)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -69,7 +70,7 @@ def run(cfg: DictConfig) -> dict:
         model = build_model(**spec, **weights).to(device=device, dtype=dtype)
         config = {**OmegaConf.to_container(cfg, resolve=True), "effective": {"train_subset": 0, "test_subset": cfg.profile.test_subset}}
     test = build_data(config, device, model=model).test
-    record = begin_record(cfg, source_config=config, model_spec=spec)
+    record = begin_record(cfg, "p3_prune", source_config=config, model_spec=spec)
     total = count_parameters(model)
     example = next(test.batches(max(cfg.baselines.latency_batch)))[0].to(dtype)
 
@@ -107,7 +108,7 @@ def run(cfg: DictConfig) -> dict:
             continue
         tag = f"{round(100 * target)}"
         start = read_checkpoint(ckpts / f"p3-cycle{nearest['cycle']:02d}.pt")
-        torch.save(start, ckpts / f"p3-{tag}.pt")
+        atomic_torch_save(start, ckpts / f"p3-{tag}.pt")
         baselines.append({"method": "p3_cycles", "target": target, **nearest})
         for method in ("global_magnitude", "layer_magnitude"):
             pruned, pstate = copy.deepcopy(dense), PruneState()
@@ -126,7 +127,7 @@ def run(cfg: DictConfig) -> dict:
         baselines.append({"method": "structured_mp", **row, "latency_b1_ms": latency_ms(pruned, example[:1]),
                           f"latency_b{len(example)}_ms": latency_ms(pruned, example)})
         save_start(ckpts / f"structured-k{round(100 * keep)}.pt", pruned, spec, pstate)
-    pd.DataFrame(baselines).to_csv(record.dir / "baselines.csv", index=False)
+    record.write_frame("baselines.csv", pd.DataFrame(baselines))
     summary = {"params": total, "dense_top1": dense_row["top1"], "dense_top5": dense_row["top5"], "cycles": cfg.cycles,
                "reg_steps_cycle1": reg_steps, "test_examples": len(test),
                "sparsities_without_a_cycle_within_0.05": skipped,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,26 +39,43 @@ from rmt.limit import actual_limit, magnitude_pruned, predicted_limit, pruned_no
 from rmt.models import linear_topology, output_layer_name
 from rmt.prune import count_parameters
 from rmt.pruners import PruneState, make_pruner
+from rmt.runfolder import LAYERS_CSV, STAGES_JSON, atomic_write_text
 from rmt.spectra import spectral_layers
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def cached_stage(run_dir: Path, name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool, float]:
     """(frame, reused, seconds it took to compute): `run_dir/name` when an earlier run wrote it with the same
-    `settings` (recorded in `stages.json` with its compute time), else `compute()`, written there."""
-    index_path = run_dir / "stages.json"
+    `settings` and it still has the digest recorded for it in `stages.json` (a file cut by a kill does not), else
+    `compute()`, written there atomically."""
+    index_path = run_dir / STAGES_JSON
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = run_dir / name
     entry = index.get(name, {})
     if entry.get("key") == key and path.exists():
-        return pd.read_csv(path), True, float(entry["seconds"])
+        if entry.get("digest") == file_digest(path):
+            return pd.read_csv(path), True, float(entry["seconds"])
+        print(f"warning: {path} is not the file its stage wrote (cut by a kill?); computing it again", file=sys.stderr)
     start = time.perf_counter()
     frame = compute()
     seconds = time.perf_counter() - start
-    frame.to_csv(path, index=False)
-    index[name] = {"key": key, "seconds": round(seconds, 2)}
-    index_path.write_text(json.dumps(index, indent=2))
+    atomic_write_text(path, frame.to_csv(index=False))
+    index[name] = {"key": key, "seconds": round(seconds, 2), "digest": file_digest(path)}
+    atomic_write_text(index_path, json.dumps(index, indent=2))
     return frame, False, seconds
+
+
+def rewrite_stage(run_dir: Path, name: str, frame: pd.DataFrame) -> None:
+    """Rewrite a cached stage's file with more columns (atomically) and record its new digest."""
+    path, index_path = run_dir / name, run_dir / STAGES_JSON
+    atomic_write_text(path, frame.to_csv(index=False))
+    index = json.loads(index_path.read_text())
+    index[name]["digest"] = file_digest(path)
+    atomic_write_text(index_path, json.dumps(index, indent=2))
 
 
 @torch.no_grad()
@@ -75,7 +93,7 @@ def run(cfg: DictConfig) -> dict:
     model, spec = source.model, source.checkpoint["model_spec"]
     config = {**source.config, "paths": {**source.config["paths"], "data_dir": cfg.paths.data_dir}}
     data = build_data(config, device, model=model)
-    record = begin_record(cfg, source_config=config, model_spec=spec)
+    record = begin_record(cfg, "p4_limit", source_config=config, model_spec=spec)
     layers = spectral_layers(model)
     weights = {f"{name}.weight": mod.weight for name, mod in layers}
     n_weights = sum(w.numel() for w in weights.values())
@@ -139,7 +157,7 @@ def run(cfg: DictConfig) -> dict:
     radius = pruned_norm(magnitudes, curve["ratio"].tolist())
     curve["pruned_norm"] = radius.numpy()
     curve["width_ratio"] = width_ratio(radius, nodes, node_weights, eps).numpy()
-    curve.to_csv(record.dir / "curve.csv", index=False)
+    rewrite_stage(record.dir, "curve.csv", curve)
     acc_ge = actual_limit(curve["ratio"], curve["test_acc"], dense_acc)
     acc_gt = actual_limit(curve["ratio"], curve["test_acc"], dense_acc, strict=True)
 
@@ -147,7 +165,7 @@ def run(cfg: DictConfig) -> dict:
     # (`rmt.analyze`); overall, the parameters of the net `mp_svd` prunes to its spikes (keep fraction 0, the
     # output layer kept at rank >= #classes, as in P1) and its accuracy.
     mp = analyze(model, alpha=cfg.mp.alpha, beta=cfg.mp.beta, keep_fraction=0.0, device=device)
-    mp.to_csv(record.dir / "layers.csv", index=False)
+    atomic_write_text(record.dir / LAYERS_CSV, mp.to_csv(index=False))
     bulk = float((mp["bulk_fraction"] * mp["M"]).sum() / mp["M"].sum())
     pruned = copy.deepcopy(model)
     make_pruner("mp_svd", alpha=cfg.mp.alpha, beta=cfg.mp.beta, gof_threshold=cfg.mp.gof_threshold, resplit="product",
@@ -158,7 +176,7 @@ def run(cfg: DictConfig) -> dict:
     at_predicted = curve.iloc[(curve["ratio"] - predicted).abs().argmin()]  # the grid ratio nearest p*
 
     summary = {
-        "source_run": str(cfg.source_run), "net": spec.get("name", cfg.net), "dataset": config["data"]["name"],
+        "source_run": str(cfg.source_run), "net": spec.get("name") or config.get("model", {}).get("name", cfg.net), "dataset": config["data"]["name"],
         "sizes": linear_topology(model),
         "weights": n_weights, "params": count_parameters(model), "hessian_dim": sum(model.get_parameter(n).numel() for n in names),
         "train_examples": len(data.train), "test_examples": len(data.test),

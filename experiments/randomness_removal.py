@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> dict:
     device, _, _ = setup_numerics(cfg)
     source = load_source_run(cfg.source_run, device)
     model = source.model
-    record = begin_record(cfg, source_config=source.config)
+    record = begin_record(cfg, "randomness_removal", source_config=source.config)
     lam = cfg.lambda_l2 if cfg.lambda_l2 is not None else source.config["reg"]["l2"]
     run_data = source.data(device)
     data = {"train": run_data.train, "test": run_data.test}
@@ -76,8 +76,8 @@ def run(cfg: DictConfig) -> dict:
     for name, m in hidden:
         m.weight.copy_(originals[name])
     theta_df, noise_df = pd.DataFrame(theta_rows), pd.DataFrame(noise_rows)
-    theta_df.to_csv(record.dir / "theta_sweep.csv", index=False)
-    noise_df.to_csv(record.dir / "noise_sweep.csv", index=False)
+    record.write_frame("theta_sweep.csv", theta_df)
+    record.write_frame("noise_sweep.csv", noise_df)
     widths = [min(w.shape) for w in originals.values()]
     summary = {"source_run": str(cfg.source_run), "lambda_l2": lam, "hidden_layers": list(originals), "one_over_n": 1 / max(widths)}
     for split in data:

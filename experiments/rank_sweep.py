@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.ranks.stop <= cfg.ranks.start:
         raise RunConfigError(f"ranks.stop={cfg.ranks.stop} must exceed ranks.start={cfg.ranks.start}")
     layer = layers[str(cfg.layer)]
-    record = begin_record(cfg, source_config=source.config)
+    record = begin_record(cfg, "rank_sweep", source_config=source.config)
     test = source.data(device).test
     weight = layer.weight.detach().clone()
     mat = layer_matrix(layer).detach()
@@ -51,7 +51,7 @@ def run(cfg: DictConfig) -> dict:
     full_acc = evaluate(model, test, 2000)[1]
     ranks = list(range(cfg.ranks.start, min(cfg.ranks.stop, m + 1), cfg.ranks.step))
     rows = [{"rank": k, "test_acc": accuracy_at(k), "layer_params_split": k * (mat.shape[0] + mat.shape[1])} for k in ranks]
-    pd.DataFrame(rows).to_csv(record.dir / "rank_sweep.csv", index=False)
+    record.write_frame("rank_sweep.csv", pd.DataFrame(rows))
     summary = {"source_run": str(cfg.source_run), "layer": cfg.layer, "shape": list(mat.shape), "layer_params": mat.numel(),
                "full_test_acc": full_acc}
     for mode, fit in fits.items():

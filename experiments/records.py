@@ -14,7 +14,6 @@ local record is never affected.
 
 from __future__ import annotations
 
-import csv
 import json
 import netrc
 import os
@@ -32,13 +31,21 @@ from urllib.parse import urlsplit
 
 import yaml
 
-METRICS_JSONL = "metrics.jsonl"
-METRICS_CSV = "metrics.csv"
-LAYERS_CSV = "layers.csv"
-SUMMARY_JSON = "summary.json"
-SPECTRA_CSV = "spectra.csv"
-CONFIG_YAML = "config.yaml"
-ENV_JSON = "env.json"
+from rmt.runfolder import (
+    CONFIG_YAML,
+    ENV_JSON,
+    LAYERS_CSV,
+    METRICS_CSV,
+    METRICS_JSONL,
+    SPECTRA_CSV,
+    SUMMARY_JSON,
+    append_line,
+    atomic_write_text,
+    csv_text,
+    read_csv_header,
+    read_csv_rows,
+    read_jsonl,
+)
 
 
 def environment_info() -> dict[str, Any]:
@@ -142,7 +149,7 @@ class WandbMirror:
             import wandb
 
             run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
-            id_file.write_text(run_id)
+            atomic_write_text(id_file, run_id)
 
             def init(mode: str):
                 return wandb.init(project=project, entity=entity, group=group, name=name, config=config, tags=tags,
@@ -189,6 +196,29 @@ class WandbMirror:
                 self._fail(exc)
 
 
+def read_config(folder: Path) -> dict | None:
+    """The config.yaml a run left in `folder` (None: none, or one cut off or garbled, which is said)."""
+    path = Path(folder) / CONFIG_YAML
+    if not path.exists():
+        return None
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        config = None
+    if not isinstance(config, dict):
+        print(f"warning: {path} is empty or not a config (a write was interrupted?); it is ignored", file=sys.stderr)
+        return None
+    return config
+
+
+def run_kind(config: dict | None) -> str | None:
+    """The runner that wrote a config (`kind`; records from before it was written: `train` when they hold the
+    training runner's `effective` settings, else unknown)."""
+    if config is None:
+        return None
+    return config.get("kind") or ("train" if "effective" in config else None)
+
+
 class RunRecord:
     """Writes one run's record files; `truncate(epoch)` drops rows after a resumed checkpoint."""
 
@@ -196,16 +226,28 @@ class RunRecord:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def begin(self, config: dict, numerics: dict | None = None, resumed_after: int = 0) -> None:
-        """Write the resolved config and the environment: the first two files of every record.
+    def claim(self, kind: str) -> dict | None:
+        """Check, before anything is written, that this folder is free or holds a run of the same `kind` (the runner's
+        name); returns the config found there.  A folder of another kind is refused (RunConfigError)."""
+        from experiments.errors import RunConfigError
+
+        found = read_config(self.dir)
+        found_kind = run_kind(found)
+        if found_kind is not None and found_kind != kind:
+            raise RunConfigError(f"{self.dir} holds a {found_kind} run; a {kind} run does not write into it. "
+                                 f"Give this run another run_name or hydra.run.dir")
+        return found
+
+    def begin(self, config: dict, kind: str, numerics: dict | None = None, resumed_after: int = 0) -> None:
+        """Write the resolved config (with its `kind`) and the environment: the first two files of every record.
 
         `numerics` (device, threads, dtype) go into `env.json`; on a resume (`resumed_after` > 0) the
         earlier sessions' environments are kept in its `earlier` list, each with the epoch it started after."""
-        self.write_config(config)
+        self.write_config({"kind": kind, **config})
         self.write_env(numerics, resumed_after)
 
     def write_config(self, config: dict) -> None:
-        (self.dir / CONFIG_YAML).write_text(yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.dir / CONFIG_YAML, yaml.safe_dump(config, sort_keys=False))
 
     def write_env(self, numerics: dict | None = None, resumed_after: int = 0) -> None:
         env = {**environment_info(), "started_after_epoch": resumed_after}
@@ -215,65 +257,63 @@ class RunRecord:
         if resumed_after and path.exists():
             previous = json.loads(path.read_text())
             env["earlier"] = previous.pop("earlier", []) + [previous]
-        path.write_text(json.dumps(env, indent=2))
+        atomic_write_text(path, json.dumps(env, indent=2))
 
     def read_rows(self) -> list[dict]:
-        path = self.dir / METRICS_JSONL
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        """The per-epoch rows of metrics.jsonl (a row cut off by a kill is dropped, said once)."""
+        return read_jsonl(self.dir / METRICS_JSONL)
 
     def truncate(self, last_epoch: int) -> None:
-        """Keep only rows of epochs `<= last_epoch` in every per-epoch file."""
+        """Keep only whole rows of epochs `<= last_epoch` in every per-epoch file (each rewritten atomically)."""
         rows = [r for r in self.read_rows() if r["epoch"] <= last_epoch]
-        (self.dir / METRICS_JSONL).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if rows or (self.dir / METRICS_JSONL).exists():
+            atomic_write_text(self.dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
         self._rewrite_csv(METRICS_CSV, rows)
-        layers_path = self.dir / LAYERS_CSV
-        if layers_path.exists():
-            with layers_path.open() as fh:
-                layer_rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= last_epoch]
-            self._rewrite_csv(LAYERS_CSV, layer_rows)
+        header, layer_rows = read_csv_rows(self.dir / LAYERS_CSV)
+        if header:
+            kept = [r for r in layer_rows if r.get("epoch") and int(r["epoch"]) <= last_epoch]
+            self._rewrite_csv(LAYERS_CSV, kept, header)
 
     def _rewrite_csv(self, name: str, rows: list[dict], columns: list[str] | None = None) -> None:
         path = self.dir / name
         if not rows:
             path.unlink(missing_ok=True)
             return
-        with path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns or list(dict.fromkeys(k for row in rows for k in row)))
-            writer.writeheader()
-            writer.writerows(rows)
+        atomic_write_text(path, csv_text(rows, columns))
 
     def _append_csv(self, name: str, rows: list[dict]) -> None:
-        """Append rows; when they bring new columns, the file is rewritten with the union of columns."""
+        """Append rows; when they bring new columns, the file is rewritten (atomically) with the union of columns."""
         if not rows:
             return
         path = self.dir / name
         columns = list(dict.fromkeys(k for row in rows for k in row))
-        if path.exists():
-            with path.open(newline="") as fh:
-                header = next(csv.reader(fh), [])
-            if not set(columns) <= set(header):
-                with path.open(newline="") as fh:
-                    old = list(csv.DictReader(fh))
-                self._rewrite_csv(name, old + rows, list(dict.fromkeys([*header, *columns])))
-                return
-            columns = header
-        new = not path.exists()
-        with path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
+        header = read_csv_header(path)
+        if not header or not set(columns) <= set(header):
+            header, old = read_csv_rows(path)
+            self._rewrite_csv(name, old + rows, list(dict.fromkeys([*header, *columns])))
+            return
+        for line in csv_text(rows, header).splitlines()[1:]:
+            append_line(path, line)
 
     def log_epoch(self, row: dict, layers: list[dict]) -> None:
-        with (self.dir / METRICS_JSONL).open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_line(self.dir / METRICS_JSONL, json.dumps(row))
         self._append_csv(METRICS_CSV, [row])
         self._append_csv(LAYERS_CSV, [{"epoch": row["epoch"], **layer} for layer in layers])
+
+    def discard_results(self) -> None:
+        """Remove what a finished run writes at its end (summary, final spectra) before the run goes on."""
+        for name in (SUMMARY_JSON, SPECTRA_CSV):
+            (self.dir / name).unlink(missing_ok=True)
 
     def write_spectra(self, rows: list[dict]) -> None:
         self._rewrite_csv(SPECTRA_CSV, rows)
 
     def write_summary(self, summary: dict) -> None:
-        (self.dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
+        atomic_write_text(self.dir / SUMMARY_JSON, json.dumps(summary, indent=2))
+
+    def write_frame(self, name: str, frame) -> None:
+        """A table of the record (a pandas DataFrame) as `name`, written atomically."""
+        atomic_write_text(self.dir / name, frame.to_csv(index=False))
+
+    def write_json(self, name: str, data: dict) -> None:
+        atomic_write_text(self.dir / name, json.dumps(data, indent=2))

@@ -4,20 +4,27 @@ leaves no folder behind (unless it saved state to resume from); a sweep runs eve
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import shutil
 import sys
+import threading
+import time
 import traceback
+from collections import defaultdict
 from pathlib import Path
 
 from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from rmt.runfolder import CHECKPOINT, CHECKPOINT_PREV, LOCK_FILE, STAGES_JSON
 
 FAILED_JOBS = "failed_jobs.jsonl"  # in the sweep folder: one JSON line per failed job
 FAILED_TRACEBACKS = "failed_jobs.log"  # in the sweep folder: tracebacks of failures that are not user errors
-HYDRA_ONLY = {".hydra"}  # what Hydra writes into a job's folder before the job runs (plus the job's *.log)
-RESUMABLE = ("checkpoint.pt", "checkpoint.prev.pt", "stages.json")  # a failed run that wrote these can go on later
+HYDRA_ONLY = {".hydra", LOCK_FILE}  # what Hydra (and the writer's lock) put into a job's folder before the job runs (plus *.log)
+RESUMABLE = (CHECKPOINT, CHECKPOINT_PREV, STAGES_JSON)  # a failed run that wrote these can go on later
 
 
 def run_folder(output_dir: str | Path) -> Path:
@@ -27,9 +34,42 @@ def run_folder(output_dir: str | Path) -> Path:
     return path.relative_to(cwd) if path.is_relative_to(cwd) else path
 
 
-def holds_only_hydra_files(folder: Path) -> bool:
-    """True when `folder` is absent or holds only what Hydra writes before a job (`.hydra/`, the job's log)."""
-    return not folder.is_dir() or all(p.name in HYDRA_ONLY or (p.is_file() and p.suffix == ".log") for p in folder.iterdir())
+PROCESS_START = time.time()  # what this process wrote is newer; what it found is older
+
+
+def holds_only_hydra_files(folder: Path, job_name: str) -> bool:
+    """True when `folder` is absent or holds only what this invocation's Hydra wrote before the job: `.hydra/` and the
+    job's log `<job_name>.log`, written since this process started (a folder of the user's own files, or an
+    earlier run's, is never taken for one the suite just made)."""
+    if not folder.is_dir():
+        return True
+    allowed = HYDRA_ONLY | {f"{job_name}.log"}
+    entries = list(folder.iterdir())
+    return all(p.name in allowed for p in entries) and all(p.stat().st_mtime >= PROCESS_START - 1 for p in entries
+                                                           if p.name != LOCK_FILE)
+
+
+_watching = False
+
+
+def exit_with_parent(poll_s: float = 2.0) -> None:
+    """End this process when the process that started it ends (a joblib worker whose sweep was killed would train on
+    unseen otherwise).  A run killed this way resumes from its last checkpoint; its writes are atomic."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                print(f"error: the sweep that started this job (pid {parent}) has ended; stopping this job too "
+                      f"(re-running the sweep resumes it from its last checkpoint)", file=sys.stderr, flush=True)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def discard_failed_run(folder: Path, runs_root: str | Path | None = None) -> None:
@@ -60,11 +100,54 @@ def record_failure(sweep_dir: str | Path, job: int, overrides: list[str], exc: B
     return f"error: job #{job} ({' '.join(overrides)}): {message}"
 
 
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """The override lists of a basic sweep's jobs: the config's `hydra.sweeper.params`, with the command line's
+    overrides taking precedence key by key, expanded to their cartesian product (Hydra's basic sweeper's jobs)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    merged: dict[str, str] = {str(k): f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()}
+    for line in config.hydra.overrides.task:
+        merged[line.split("=", 1)[0].lstrip("+~")] = line
+    choices = []
+    for override in OverridesParser.create().parse_overrides(list(merged.values())):
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([override.input_line])
+    return [list(combo) for combo in itertools.product(*choices)]
+
+
+def colliding_jobs(config: DictConfig) -> list[tuple[Path, list[list[str]]]]:
+    """(run folder, the jobs writing it) for every folder that two or more jobs of the sweep would share."""
+    from hydra import compose
+
+    folders: dict[Path, list[list[str]]] = defaultdict(list)
+    for job in sweep_jobs(config):
+        cfg = compose(config_name=config.hydra.job.config_name, overrides=job, return_hydra_config=True)
+        folders[Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)].append(job)
+    return [(folder, jobs) for folder, jobs in folders.items() if len(jobs) > 1]
+
+
 class SweepReport(Callback):
-    """After a sweep (every job has run), list each failed job with the overrides that reproduce it and exit 1."""
+    """Before a sweep, refuse one whose jobs would share a run folder; after it (every job has run), list each
+    failed job with the overrides that reproduce it and exit 1."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         (Path(config.hydra.sweep.dir) / FAILED_JOBS).unlink(missing_ok=True)
+        shared = colliding_jobs(config)
+        if shared:
+            folder, jobs = shared[0]
+            values = defaultdict(set)
+            for job in jobs:
+                for override in job:
+                    key, _, value = override.partition("=")
+                    values[key].add(value)
+            differ = sorted(k for k, v in values.items() if len(v) > 1)
+            sys.exit(f"error: {sum(len(j) for _, j in shared)} jobs of this sweep would write the same run folder(s), e.g. "
+                     f"{len(jobs)} into {folder}: they differ in {', '.join(differ)}, which run_name does not name. Put "
+                     f"{'it' if len(differ) == 1 else 'them'} into run_name (e.g. run_name=<its pattern>-x${{{differ[0]}}}), "
+                     f"or sweep the values into separate hydra.sweep.dir folders. No job was started.")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         path = Path(config.hydra.sweep.dir) / FAILED_JOBS

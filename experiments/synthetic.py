@@ -28,27 +28,27 @@ def p2_signal(n: int) -> np.ndarray:
 
 def run(cfg: DictConfig) -> dict:
     check_config(cfg, SYNTHETIC_RULES)
-    record = begin_record(cfg)
+    record = begin_record(cfg, "synthetic")
     rng = np.random.default_rng(cfg.seed)
     w = rng.standard_normal((cfg.n, cfg.n)) + p2_signal(cfg.n)
     s = np.linalg.svd(w, compute_uv=False)
     n = cfg.n
-    pd.DataFrame({"eigenvalue": np.sort(s**2 / n)}).to_csv(record.dir / "eigenvalues.csv", index=False)
+    record.write_frame("eigenvalues.csv", pd.DataFrame({"eigenvalue": np.sort(s**2 / n)}))
 
     def lam(alpha: float, beta: float, compat: bool = False) -> float:
         return fit_spectra(s[None], n, alpha=alpha, beta=beta, compat=compat)[0].lambda_plus
 
     fit = fit_spectra(s[None], n, alpha=cfg.alpha, beta=cfg.beta)[0]
-    pd.DataFrame([{"alpha": a, "beta": cfg.beta_for_alpha_sweep, "lambda_plus": lam(a, cfg.beta_for_alpha_sweep),
-                   "lambda_plus_compat": lam(a, cfg.beta_for_alpha_sweep, True)} for a in cfg.alpha_grid]
-                 ).to_csv(record.dir / "lambda_vs_alpha.csv", index=False)
-    pd.DataFrame([{"alpha": cfg.alpha, "beta": b, "lambda_plus": lam(cfg.alpha, b),
-                   "lambda_plus_compat": lam(cfg.alpha, b, True)} for b in cfg.beta_grid]
-                 ).to_csv(record.dir / "lambda_vs_beta.csv", index=False)
+    record.write_frame("lambda_vs_alpha.csv", pd.DataFrame([{"alpha": a, "beta": cfg.beta_for_alpha_sweep,
+                                                            "lambda_plus": lam(a, cfg.beta_for_alpha_sweep),
+                                                            "lambda_plus_compat": lam(a, cfg.beta_for_alpha_sweep, True)}
+                                                           for a in cfg.alpha_grid]))
+    record.write_frame("lambda_vs_beta.csv", pd.DataFrame([{"alpha": cfg.alpha, "beta": b, "lambda_plus": lam(cfg.alpha, b),
+                                                           "lambda_plus_compat": lam(cfg.alpha, b, True)} for b in cfg.beta_grid]))
     eig = s**2 / n
     summary = {**fit.as_dict(), "n_eigenvalues_above_lambda_plus": int((eig > fit.lambda_plus).sum()),
                "largest_eigenvalues": sorted(eig.tolist())[-12:][::-1]}
-    (record.dir / "fit.json").write_text(json.dumps(summary, indent=2))
+    record.write_json("fit.json", summary)
     record.write_summary(summary)
     return summary
 

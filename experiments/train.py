@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from experiments.checkpoints import load_checkpoint, save_checkpoint
 from experiments.common import evaluate, hydra_entry, model_spec, setup_numerics, weights_digest
-from experiments.data import build_data
+from experiments.cuda_graph import GraphedEpoch, cuda_graph_setting, graphs_usable, warn_fallback
+from experiments.data import TensorSplit, build_data, shuffled_order
 from experiments.errors import RunConfigError
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
 from experiments.validation import TRAIN_RULES, check_config
@@ -38,7 +39,8 @@ from rmt.pruners import PruneState, count_nonzero, make_pruner
 from rmt.spectra import batched_svdvals, fit_layers, layer_matrix, spectral_layers
 
 # Config parts that do not change results (numerics are checked on their own): not in the resume fingerprint.
-NON_RESULT_KEYS = ("logger", "paths", "progress", "threads", "run_dir", "device", "dtype", "allow_numerics_change")
+NON_RESULT_KEYS = ("logger", "paths", "progress", "threads", "run_dir", "device", "dtype", "allow_numerics_change",
+                   "train.cuda_graph")
 def effective_settings(cfg: DictConfig) -> dict:
     """The numbers the profile produces from the experiment's paper settings, and the model spec."""
     p = cfg.profile
@@ -55,7 +57,15 @@ def effective_settings(cfg: DictConfig) -> dict:
 
 
 def fingerprint(config: dict) -> str:
-    kept = {k: v for k, v in config.items() if k not in NON_RESULT_KEYS}
+    """Digest of the settings that change results (`NON_RESULT_KEYS`, dotted, are left out)."""
+    kept = json.loads(json.dumps(config, default=str))
+    for key in NON_RESULT_KEYS:
+        *parents, leaf = key.split(".")
+        node = kept
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -110,23 +120,25 @@ def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optim
     if cfg.optim.name == "adamw":
         if cfg.reg.l2:
             raise RunConfigError("reg.l2 is an SGD weight decay; with optim=adamw set optim.weight_decay instead (reg=none or reg=l1...)")
-        return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        on_cuda = next(model.parameters()).device.type == "cuda"  # capturable: its step count stays on the GPU (CUDA graphs)
+        return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, capturable=on_cuda)
     raise RunConfigError(f"optim.name must be sgd or adamw, got {cfg.optim.name!r}")
 
 
 def train_epoch(model, opt, split, cfg: DictConfig, state: PruneState, dtype: torch.dtype, shuffle_seed: int,
-                bar) -> tuple[float, float]:
-    """One pass over the training split; returns (mean CE loss, accuracy).  No host sync inside the loop."""
+                bar, graphed: bool = False) -> tuple[float, float, str | None]:
+    """One pass over the training split; returns (mean CE loss, accuracy, why a CUDA-graph capture failed or None).
+    No host sync inside the loop.  `graphed`: full batches replay one captured step (`experiments.cuda_graph`)."""
     model.train()
     params = list(model.parameters())
     device = params[0].device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     l1, clip = cfg.reg.l1, cfg.optim.grad_clip  # plain floats: no config lookups per batch
-    for xb, yb in split.batches(cfg.train.batch_size, shuffle_seed=shuffle_seed):
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:  # gradients are None on entry
         logits = model(xb.to(dtype))
         loss = F.cross_entropy(logits, yb)
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         if l1:
             torch._foreach_add_([p.grad for p in params], torch._foreach_sign(params), alpha=l1)
@@ -134,15 +146,28 @@ def train_epoch(model, opt, split, cfg: DictConfig, state: PruneState, dtype: to
             torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         state.apply_masks()  # pruned entries stay 0 (no-op without masks)
-        loss_sum += loss.detach() * len(yb)
-        correct += (logits.detach().argmax(1) == yb).sum()
-        bar.update(1)
-    return loss_sum.item() / len(split), correct.item() / len(split)
+        loss_sum.add_(loss.detach() * len(yb))
+        correct.add_((logits.detach().argmax(1) == yb).sum())
+
+    def zero_grad() -> None:
+        opt.zero_grad(set_to_none=True)
+
+    failure = None
+    if graphed:
+        order = shuffled_order(len(split), shuffle_seed).to(device)
+        failure = GraphedEpoch(step, zero_grad, split.x, split.y, cfg.train.batch_size).run(order, lambda: bar.update(1))
+    else:
+        for xb, yb in split.batches(cfg.train.batch_size, shuffle_seed=shuffle_seed):
+            zero_grad()
+            step(xb, yb)
+            bar.update(1)
+    return loss_sum.item() / len(split), correct.item() / len(split), failure
 
 
 def run(cfg: DictConfig) -> dict:
     """Train one run as configured; returns its summary."""
     check_config(cfg, TRAIN_RULES)
+    graph_setting = cuda_graph_setting(cfg.train.get("cuda_graph", "auto"))
     device, dtype, run_numerics = setup_numerics(cfg)
     settings = effective_settings(cfg)
     init_ckpt = None
@@ -157,6 +182,7 @@ def run(cfg: DictConfig) -> dict:
     digest = fingerprint(config)
     run_dir = Path(cfg.run_dir)
     record = RunRecord(run_dir)
+    found_config = record.claim("train")  # a folder of another runner is refused before anything is written
 
     # Model: built on the CPU so the seed alone fixes the initial weights on every device (both arms of a seed
     # start identical); then moved to the run's device and dtype.
@@ -175,6 +201,10 @@ def run(cfg: DictConfig) -> dict:
     start_epoch, elapsed = 0, 0.0
 
     ckpt = load_checkpoint(run_dir)
+    if ckpt is None and found_config and found_config.get("fingerprint") not in (None, digest) and record.read_rows():
+        raise RunConfigError(f"{run_dir} holds epochs of a run made with different settings (fingerprint in its config.yaml "
+                             f"{found_config['fingerprint']} != {digest}; its checkpoints are gone, so it cannot resume). "
+                             f"Use another name/seed, or delete that folder to start over.")
     if ckpt is not None:
         if ckpt["fingerprint"] != digest:
             raise RunConfigError(f"{run_dir} holds a run made with different settings (fingerprint {ckpt['fingerprint']} != {digest}). "
@@ -192,8 +222,10 @@ def run(cfg: DictConfig) -> dict:
         opt.load_state_dict(ckpt["optimizer"])
         print(f"resuming {run_dir} after epoch {start_epoch}", file=sys.stderr)
     record.truncate(start_epoch)
+    if start_epoch < settings["epochs"]:  # until this run ends, the folder must not read as finished
+        record.discard_results()
     config["effective"] = settings
-    record.begin(config, numerics=run_numerics, resumed_after=start_epoch)
+    record.begin({**config, "fingerprint": digest}, "train", numerics=run_numerics, resumed_after=start_epoch)
 
     # Data: in-memory tensors on the device, or a loader over image folders (timm transforms for the model).
     data = build_data(config, device, model=model)
@@ -201,6 +233,7 @@ def run(cfg: DictConfig) -> dict:
     mode = resolve_wandb_mode(cfg.logger.mode)
     mirror = WandbMirror(run_dir, mode, cfg.logger.project, cfg.logger.entity, cfg.logger.group, f"{cfg.name}/{cfg.run_name}",
                          config, list(cfg.logger.tags) or None)
+    graphed = graphs_usable(device, isinstance(data.train, TensorSplit), graph_setting)
     epochs = settings["epochs"]
     steps = math.ceil(len(data.train) / cfg.train.batch_size)
     bar = tqdm(total=(epochs - start_epoch) * steps, desc=f"{cfg.name}/{cfg.run_name}", disable=not cfg.progress,
@@ -210,8 +243,11 @@ def run(cfg: DictConfig) -> dict:
         lr = learning_rate(epoch, cfg.optim)
         for group in opt.param_groups:
             group["lr"] = lr
-        train_loss, train_acc = train_epoch(model, opt, data.train, cfg, state, dtype, shuffle_seed=cfg.seed * 100_003 + epoch,
-                                            bar=bar)
+        train_loss, train_acc, capture_failure = train_epoch(model, opt, data.train, cfg, state, dtype,
+                                                             shuffle_seed=cfg.seed * 100_003 + epoch, bar=bar, graphed=graphed)
+        if capture_failure:
+            warn_fallback(capture_failure)
+            graphed = False
         if not math.isfinite(train_loss):  # nothing after this epoch would mean anything; its checkpoint is not saved
             raise RunConfigError(f"training diverged in epoch {epoch} (mean training loss {train_loss} at lr {lr:g}): "
                                  f"lower optim.lr or set optim.grad_clip")

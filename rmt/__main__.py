@@ -17,6 +17,7 @@ from rmt.analyze import analyze
 from rmt.io import load_model, save_pruned
 from rmt.models import output_layer_name
 from rmt.prune import count_macs, count_parameters, mp_prune_step
+from rmt.runfolder import CHECKPOINT, CONFIG_YAML
 
 
 def _example_input(model: torch.nn.Module, input_size: list[int] | None) -> torch.Tensor:
@@ -65,7 +66,10 @@ def cmd_prune(args) -> int:
         raise ValueError("`rmt prune` needs an architecture: pass a timm name, a run folder or an `rmt prune` output, not a bare checkpoint")
     example = _example_input(model, args.input_size)
     before = {"params": count_parameters(model), "macs": count_macs(model, example)}
-    min_rank = {output_layer_name(model): args.min_output_rank} if args.min_output_rank else None
+    head = output_layer_name(model)
+    classes = getattr(model.get_submodule(head), "out_features", None) or getattr(model.get_submodule(head), "out_channels", 1)
+    floor = classes if args.min_output_rank is None else args.min_output_rank  # a classifier keeps a rank per class
+    min_rank = {head: floor} if floor else None
     reports, splits = mp_prune_step(model, args.keep_fraction, alpha=args.alpha, beta=args.beta, gof_threshold=args.gof_threshold,
                                     min_rank=min_rank, resplit="product")
     after = {"params": count_parameters(model), "macs": count_macs(model, example)}
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--keep-fraction", type=float, required=True, help="share of each layer's MP bulk to keep")
     pr.add_argument("--out", required=True, help="output folder (model.pt + rmt_model.json)")
     pr.add_argument("--gof-threshold", type=float, default=1.0, help="prune a layer only when its MP GoF error is below this")
-    pr.add_argument("--min-output-rank", type=int, default=0, help="never cut the output layer below this rank (e.g. #classes)")
+    pr.add_argument("--min-output-rank", type=int, default=None,
+                    help="never cut the output layer below this rank (default: its width, the number of classes; 0: no floor)")
     pr.add_argument("--input-size", type=int, nargs="+", help="input shape without batch, for MACs (default: the model's)")
     args = parser.parse_args(argv)
     try:
@@ -126,7 +131,10 @@ def check_args(args: argparse.Namespace) -> None:
     if args.command == "prune":
         if not args.gof_threshold > 0:
             bad.append(f"--gof-threshold={args.gof_threshold} (expected a number > 0; 1 accepts every fit)")
-        if args.min_output_rank < 0:
+        if Path(args.out, CONFIG_YAML).exists() or Path(args.out, CHECKPOINT).exists():
+            bad.append(f"--out {args.out} (a run folder: a pruned model written there would be read as the run's; choose "
+                       f"another folder)")
+        if args.min_output_rank is not None and args.min_output_rank < 0:
             bad.append(f"--min-output-rank={args.min_output_rank} (expected an integer >= 0)")
         if args.input_size is not None and len(args.input_size) not in (1, 3):
             bad.append(f"--input-size {' '.join(map(str, args.input_size))} (expected C H W for images, or one size for a flat input)")

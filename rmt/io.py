@@ -10,6 +10,7 @@ A MODEL argument is, in this order:
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import re
@@ -21,6 +22,7 @@ from torch import nn
 
 from rmt.models import build_model, model_from_checkpoint
 from rmt.prune import apply_splits
+from rmt.runfolder import atomic_write_bytes, atomic_write_text
 
 PRUNED_JSON = "rmt_model.json"
 PRUNED_WEIGHTS = "model.pt"
@@ -112,9 +114,11 @@ def save_pruned(model: nn.Module, out_dir: str | Path, source: dict, splits: lis
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base_splits = [tuple(s) for s in source.get("splits", [])]
-    torch.save(model.state_dict(), out / PRUNED_WEIGHTS)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    atomic_write_bytes(out / PRUNED_WEIGHTS, buffer.getvalue())
     record = {"source": {k: v for k, v in source.items() if k != "splits"}, "splits": [list(s) for s in base_splits + list(splits)], **meta}
-    (out / PRUNED_JSON).write_text(json.dumps(record, indent=2, default=str))
+    atomic_write_text(out / PRUNED_JSON, json.dumps(record, indent=2, default=str))
     return out
 
 

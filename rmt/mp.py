@@ -157,7 +157,11 @@ def fit_spectra(
     sigma2 = window @ q / (q @ q)
     lam_plus = sigma2 * tw_edge_factor(c, n, beta, compat)
     sigma_plus = np.sqrt(n * lam_plus)
-    spike = s > sigma_plus[:, None]
+    # A spike must also be numerically non-zero: values below the float32 rank tolerance (numpy's matrix_rank rule,
+    # `max(N, M) eps32 s_max`) are round-off of a rank-deficient matrix (a split pair's product, a rank-1 matrix), not
+    # signal, however low the edge fitted to them.
+    rank_tol = n * np.finfo(np.float32).eps * s[:, -1]
+    spike = s > np.maximum(sigma_plus, rank_tol)[:, None]
     n_spikes = spike.sum(axis=1)
     r_norm = np.sqrt(np.where(spike, 0.0, s**2).sum(axis=1))
     w_norm = np.sqrt((s**2).sum(axis=1))

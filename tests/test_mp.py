@@ -150,3 +150,12 @@ def test_random_part_norm_is_bulk_energy():
     rtol = mp_fit_rtol(torch.from_numpy(s), 600)  # norms from torch's singular values vs numpy's matrices
     assert fit.r_norm == pytest.approx(np.linalg.norm(bulk), rel=rtol, abs=0)
     assert fit.w_norm == pytest.approx(np.linalg.norm(w), rel=rtol, abs=0)
+
+
+@pytest.mark.parametrize("rank", [1, 5])
+def test_round_off_of_a_rank_deficient_matrix_is_not_spikes(rank):
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(200, rank, generator=gen) @ torch.randn(rank, 100, generator=gen)  # float32: round-off ~1e-7 s_max
+    for matrix in (w, w.double()):
+        fit = fit_mp(matrix)
+        assert fit.n_spikes == rank and fit.bulk_fraction == pytest.approx(1 - rank / 100)

@@ -308,3 +308,86 @@ def test_gpu_run_records_its_device_and_resumes_on_cpu_only_when_allowed(compose
     assert summary["device"] == "cpu" and env["earlier"][0]["device"].startswith("cuda:")
     gpu_full = train.run(compose_cfg(*SMOKE, "arm=rmt", "device=cuda", "name=gpu-full"))
     assert gpu_full["final_test_acc"] > 0
+
+
+def test_cuda_graph_setting_is_checked_and_off_on_the_cpu(compose_cfg):
+    from experiments.cuda_graph import cuda_graph_setting, graphs_usable
+
+    assert not graphs_usable(torch.device("cpu"), True, "auto") and not graphs_usable(torch.device("cpu"), True, False)
+    with pytest.raises(train.RunConfigError, match="needs a CUDA device"):
+        graphs_usable(torch.device("cpu"), True, True)
+    with pytest.raises(train.RunConfigError, match="auto, true or false"):
+        cuda_graph_setting("sometimes")
+    with pytest.raises(train.RunConfigError, match="train.cuda_graph"):
+        train.run(compose_cfg(*SMOKE, "train.cuda_graph=maybe"))
+    # not a result setting: a run resumed with another value is the same run
+    a, b = (compose_cfg(*SMOKE, f"train.cuda_graph={v}") for v in ("auto", "false"))
+    from omegaconf import OmegaConf
+
+    assert train.fingerprint(OmegaConf.to_container(a, resolve=True)) == train.fingerprint(OmegaConf.to_container(b, resolve=True))
+
+
+def graph_vs_eager(compose_cfg, *overrides: str, epochs: int = 3, prune: bool = False):
+    """Train one small net twice on CUDA from the same weights, eagerly and with the CUDA-graph step."""
+    from experiments.data import TensorSplit
+    from rmt.pruners import PruneState, make_pruner
+
+    cfg = compose_cfg(*SMOKE, "arm=rmt", "device=cuda", *overrides)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(1000, 1, 28, 28, generator=gen).cuda(), torch.randint(0, 10, (1000,), generator=gen).cuda()
+    split = TensorSplit(x, y)  # 1000 = 7 full batches of 128 + a partial one
+    results = []
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        model = build_model("fc", hidden=[64, 64], input_shape=(1, 28, 28), num_classes=10).cuda()
+        state = PruneState()
+        state.bind(model)
+        opt = train.make_optimizer(model, cfg)
+        pruner = make_pruner("mp_svd", keep_fraction=0.5, schedule="constant", min_rank={"5": 10}) if prune else None
+        losses, memory = [], []
+        for epoch in range(1, epochs + 1):
+            loss, acc, failure = train.train_epoch(model, opt, split, cfg, state, torch.float32, shuffle_seed=epoch,
+                                                   bar=types.SimpleNamespace(update=lambda n: None), graphed=graphed)
+            assert failure is None
+            losses.append((loss, acc))
+            if pruner is not None:  # new shapes every epoch: the next epoch must capture afresh
+                result = pruner(model, state, 0.5)
+                if result.rebuilt:
+                    opt = train.make_optimizer(model, cfg)
+                    state.bind(model)
+            torch.cuda.synchronize()
+            memory.append(torch.cuda.memory_allocated())
+        results.append((model, losses, memory))
+    return results
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("extra", [(), ("optim.grad_clip=1.0",), ("optim=adamw", "reg=none")])
+def test_cuda_graph_steps_equal_eager_steps(compose_cfg, extra):
+    (eager, eager_losses, _), (graphed, graph_losses, _) = graph_vs_eager(compose_cfg, *extra)
+    for (la, aa), (lb, ab) in zip(eager_losses, graph_losses):
+        assert la == pytest.approx(lb, rel=1e-5) and aa == pytest.approx(ab, abs=2e-3)
+    for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values()):
+        # the same kernels on the same numbers; a different cuBLAS algorithm choice may reorder sums: float32 level
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_recaptures_after_pruning_without_growing_memory(compose_cfg):
+    (eager, eager_losses, _), (graphed, graph_losses, memory) = graph_vs_eager(compose_cfg, epochs=12, prune=True)
+    assert linear_topology(eager) == linear_topology(graphed)
+    assert [round(a, 3) for _, a in graph_losses] == pytest.approx([round(a, 3) for _, a in eager_losses], abs=5e-3)
+    assert max(memory[4:]) <= memory[3] * 1.05 + 2**20  # flat once the shapes stop growing: old graphs are released
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_uncapturable_step_falls_back_to_eager_with_one_warning(compose_cfg, monkeypatch):
+    from experiments import cuda_graph
+
+    def refuse(self):
+        raise cuda_graph.CaptureFailed("RuntimeError: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(cuda_graph.GraphedEpoch, "capture", refuse)
+    with pytest.warns(RuntimeWarning, match="training on eagerly"):
+        summary = train.run(compose_cfg(*SMOKE, "arm=rmt", "device=cuda", "name=fallback"))
+    assert summary["final_test_acc"] > 0

@@ -1,0 +1,201 @@
+"""The run folder's file names and the only safe ways to write them: atomic rewrites, appends whose torn last line
+a reader drops, and one writer per folder.  Standard library only.
+
+Conventions:
+- Every whole-file write goes through `atomic_write_text` / `atomic_write_bytes`: a temporary file in the same
+  folder, flushed and fsynced, renamed over the target, the folder fsynced.  A kill at any instant leaves the old
+  file or the new one, never a mixture.
+- Appended files (`metrics.jsonl`, `metrics.csv`, `layers.csv`) end every row with a newline; a reader drops a last
+  line without one (what a kill mid-append leaves) and says so once per file (`read_jsonl`, `read_csv_rows`).
+- `RunFolderLock` is held by the process writing a run folder for the run's life: a second writer is refused in one
+  line naming the holder; a lock left by a process that is gone is taken over, with a note.  The lock is an
+  advisory `flock` on `LOCK_FILE` (released by the kernel when its holder dies, so a requeued job gets its folder
+  back); the file names the holder while it is held and is emptied, not deleted, when released.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+CONFIG_YAML = "config.yaml"
+ENV_JSON = "env.json"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+LAYERS_CSV = "layers.csv"
+SUMMARY_JSON = "summary.json"
+SPECTRA_CSV = "spectra.csv"
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_PREV = "checkpoint.prev.pt"
+STAGES_JSON = "stages.json"
+LOCK_FILE = ".lock"
+
+_warned: set[str] = set()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (temp file + fsync + rename + folder fsync)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as CSV text with a header (`columns`, else the union of the rows' keys in first-seen order)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns or list(dict.fromkeys(k for row in rows for k in row)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """The file's lines, without a torn last one (no final newline), which is reported once per file."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline
+    if tail.strip():
+        key = str(path.resolve())
+        if key not in _warned:
+            _warned.add(key)
+            print(f"warning: {path} ends with a cut-off line (a write was interrupted); it is ignored", file=sys.stderr)
+    return lines
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file; a torn last line is dropped (said once); a missing file is empty."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in _complete_lines(path) if line.strip()]
+
+
+def read_csv_rows(path: str | Path) -> tuple[list[str], list[dict]]:
+    """(header, rows) of a CSV file written by this module; a torn last line is dropped (said once)."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    lines = _complete_lines(path)
+    reader = csv.DictReader(io.StringIO("\n".join(lines) + "\n"))
+    rows = list(reader)
+    return list(reader.fieldnames or []), rows
+
+
+def read_csv_header(path: str | Path) -> list[str]:
+    """The column names of a CSV file (its first line), [] when it is missing or empty."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        first = fh.readline()
+    return next(csv.reader([first]), []) if first.endswith("\n") else []
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one newline-terminated line and flush it to disk; a torn last line (a killed writer's) is cut off first."""
+    path = Path(path)
+    with path.open("a+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size:
+            start = max(0, size - 65536)
+            fh.seek(start)
+            tail = fh.read()
+            if not tail.endswith(b"\n"):
+                fh.truncate(start + tail.rfind(b"\n") + 1)
+        fh.write(line.rstrip("\n").encode("utf-8") + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another live process writes this run folder."""
+
+
+class RunFolderLock:
+    """`with RunFolderLock(folder):` — this process is the folder's only writer until the block ends."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            raise RunFolderBusyError(
+                f"{self.folder} is being written by another run ({holder}); wait for it to end, or give this run another "
+                f"run_name / hydra.run.dir") from None
+        previous = self._holder_record(fd)  # non-empty only when its writer ended without releasing the lock
+        if previous and previous.get("pid") != os.getpid():
+            print(f"note: {self.folder} was locked by pid {previous.get('pid')} on {previous.get('host')}, which has ended; "
+                  f"taking it over", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode(), 0)
+        self.fd = fd
+
+    @staticmethod
+    def _holder_record(fd: int) -> dict:
+        try:
+            return json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def _holder(self, fd: int) -> str:
+        rec = self._holder_record(fd)
+        return f"pid {rec.get('pid', '?')} on {rec.get('host', '?')} since {rec.get('since', '?')}" if rec else "unknown holder"
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None  # the emptied file stays: deleting it would race with a writer about to lock it
+
+    def __enter__(self) -> RunFolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
