@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = plot_p2_fig2(args.runs, out) + plot_p2_fig3(args.runs, out)
         else:
             paths = plot_esd_grid(args.run, out / args.name, layers=args.layers)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing or unwritable paths, a file where a folder is expected, bad records
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for path in paths:

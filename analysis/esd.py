@@ -17,18 +17,19 @@ import yaml
 
 from analysis.plotting import save_figure
 from rmt.plotting import esd_grid
+from rmt.runfolder import CONFIG_YAML, SPECTRA_CSV
 
 
 def run_spectra(run_dir: str | Path) -> tuple[list[tuple[str, tuple[int, int], np.ndarray]], str]:
     """(layer name, (out, fan_in), singular values) of a run's final model, and a title, from the record's
     `spectra.csv` (the record alone suffices; no checkpoint, no model)."""
     run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    config = yaml.safe_load((run_dir / CONFIG_YAML).read_text()) if (run_dir / CONFIG_YAML).exists() else {}
     title = f"{config.get('name')}/{config.get('run_name')}"
-    if not (run_dir / "spectra.csv").exists():
+    if not (run_dir / SPECTRA_CSV).exists():
         raise FileNotFoundError(f"{run_dir} has no spectra.csv (written when a run finishes); for a checkpoint use "
                                 f"`python -m rmt analyze {run_dir} --plot esd.png`")
-    df = pd.read_csv(run_dir / "spectra.csv", dtype={"layer": str})
+    df = pd.read_csv(run_dir / SPECTRA_CSV, dtype={"layer": str})
     out = [(str(name), (int(g["out"].iloc[0]), int(g["fan_in"].iloc[0])), g["singular_value"].to_numpy())
            for name, g in df.groupby("layer", sort=False)]
     return out, f"{title} (final)"

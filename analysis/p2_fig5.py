@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.plotting import plt, save_figure
+from rmt.runfolder import SUMMARY_JSON
 
 # The authors' logged run (RESULTS.md, P2-fig5): accuracy at k = 0, 5, ..., 95, predicted rank, full net.
 AUTHORS_ACC = [8.92, 54.59, 75.75, 84.64, 90.71, 95.45, 97.29, 97.73, 98.02, 98.26, 98.21, 98.22, 98.23, 98.26,
@@ -20,7 +21,7 @@ def plot_p2_fig5(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     if not (run_dir / "rank_sweep.csv").exists():
         raise FileNotFoundError(f"no rank_sweep.csv in {run_dir}: run `python -m experiments.rank_sweep` first")
     sweep = pd.read_csv(run_dir / "rank_sweep.csv")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / SUMMARY_JSON).read_text())
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(sweep["rank"], 100 * sweep["test_acc"], marker="o", ms=3, color="tab:blue", label="ours")
     ax.plot(range(0, 100, 5), AUTHORS_ACC, ls=":", marker=".", color="tab:gray", label="authors' logged run")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.plotting import plt, save_figure
+from rmt.runfolder import SUMMARY_JSON
 
 
 def plot_p3_loss(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
@@ -16,7 +17,7 @@ def plot_p3_loss(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
         raise FileNotFoundError(f"no theta_sweep.csv in {run_dir}: run `python -m experiments.randomness_removal` first")
     theta = pd.read_csv(run_dir / "theta_sweep.csv")
     noise = pd.read_csv(run_dir / "noise_sweep.csv").groupby(["split", "eps"], as_index=False)[["ce", "reg_loss", "acc"]].mean()
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / SUMMARY_JSON).read_text())
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for row, (df, x, xlabel) in enumerate([(theta, "removed", "randomness removed, 1 − ϑ"), (noise, "eps", "noise ε added to hidden layers")]):
         for ax, (col, label) in zip(axes[row], [("ce", "cross-entropy"), ("reg_loss", f"CE + λ‖W‖² (λ = {summary['lambda_l2']:g})"), ("acc", "accuracy")]):

@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from analysis.plotting import plt, save_figure, save_table
+from rmt.runfolder import CONFIG_YAML, METRICS_CSV
 
 METHODS = {"p3_cycles": ("P3 MP cycles", "tab:red", "p3"), "global_magnitude": ("global magnitude", "tab:blue", "global"),
            "layer_magnitude": ("layer-wise magnitude", "tab:green", "layer"), "structured_mp": ("structured MP (factorised)", "tab:purple", "structured")}
@@ -24,9 +25,9 @@ def fine_tuned(ft_runs: Path | None, total: int) -> pd.DataFrame:
     """One row per fine-tuning run: its start checkpoint's name, reduction (non-zeros) and final top-1 / top-5."""
     rows = []
     for summary_path in sorted(ft_runs.glob("*/summary.json")) if ft_runs and ft_runs.exists() else []:
-        config = yaml.safe_load((summary_path.parent / "config.yaml").read_text())
+        config = yaml.safe_load((summary_path.parent / CONFIG_YAML).read_text())
         s = json.loads(summary_path.read_text())
-        metrics = pd.read_csv(summary_path.parent / "metrics.csv")
+        metrics = pd.read_csv(summary_path.parent / METRICS_CSV)
         rows.append({"start": config["start"], "reduction_ft": 1.0 - s["nonzero_final"] / total, "top1_ft": s["final_test_acc"],
                      "top5_ft": float(metrics["test_top5"].iloc[-1]), "ft_epochs": s["epochs"]})
     return pd.DataFrame(rows, columns=["start", "reduction_ft", "top1_ft", "top5_ft", "ft_epochs"])
@@ -44,7 +45,7 @@ def start_name(row: pd.Series) -> str:
 
 def p3_table(run: Path, ft_runs: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(per-cycle rows, one row per compared model with fine-tuned accuracy where run, the dense row)."""
-    cycles = pd.read_csv(run / "metrics.csv").rename(columns={"epoch": "cycle_index"})
+    cycles = pd.read_csv(run / METRICS_CSV).rename(columns={"epoch": "cycle_index"})
     base = pd.read_csv(run / "baselines.csv")
     table = base.copy()
     table["start"] = table.apply(start_name, axis=1)

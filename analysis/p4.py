@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.plotting import plt, save_figure, save_table
+from rmt.runfolder import CURVE_CSV, SUMMARY_JSON
 
 TICKS = [0.01, 0.1, 0.5, 0.9, 0.99, 0.999]
 ORDER = {"fc5": 0, "fc12": 1, "mnist": 0, "fashion_mnist": 1}
@@ -28,10 +29,10 @@ TABLE_COLUMNS = {
 def p4_runs(runs: str | Path) -> list[tuple[dict, pd.DataFrame]]:
     """(summary, curve) of every finished p4_limit run below `runs`, ordered net then dataset."""
     runs = Path(runs)
-    found = sorted(p.parent for p in runs.rglob("summary.json") if (p.parent / "curve.csv").exists())
+    found = sorted(p.parent for p in runs.rglob(SUMMARY_JSON) if (p.parent / CURVE_CSV).exists())
     if not found:
         raise FileNotFoundError(f"no experiments.p4_limit records (summary.json + curve.csv) below {runs}")
-    loaded = [(json.loads((d / "summary.json").read_text()), pd.read_csv(d / "curve.csv")) for d in found]
+    loaded = [(json.loads((d / SUMMARY_JSON).read_text()), pd.read_csv(d / CURVE_CSV)) for d in found]
     return sorted(loaded, key=lambda sc: (ORDER.get(sc[0]["net"], 9), sc[0]["net"], ORDER.get(sc[0]["dataset"], 9), sc[0]["dataset"]))
 
 

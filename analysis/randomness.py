@@ -11,6 +11,7 @@ import yaml
 
 from analysis.plotting import plt, save_figure, save_table
 from analysis.runs import run_dirs
+from rmt.runfolder import CONFIG_YAML, LAYERS_CSV
 
 METRICS = {"sigma_plus": "σ₊", "bulk_fraction": "bulk fraction", "r_norm": "‖R̂‖_F", "r_ratio": "‖R̂‖_F / ‖W‖_F"}
 
@@ -18,9 +19,9 @@ METRICS = {"sigma_plus": "σ₊", "bulk_fraction": "bulk fraction", "r_norm": "�
 def load_layers(root: str | Path) -> pd.DataFrame:
     """Every run's `layers.csv` below `root`, with its series, seed and profile."""
     frames = []
-    for run_dir in run_dirs(root, marker="layers.csv"):
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        df = pd.read_csv(run_dir / "layers.csv", dtype={"layer": str}).assign(series=config.get("series") or config["arm"], seed=config["seed"],
+    for run_dir in run_dirs(root, marker=LAYERS_CSV):
+        config = yaml.safe_load((run_dir / CONFIG_YAML).read_text())
+        df = pd.read_csv(run_dir / LAYERS_CSV, dtype={"layer": str}).assign(series=config.get("series") or config["arm"], seed=config["seed"],
                                                         profile=config["profile"]["name"])
         frames.append(df)
     if not frames:

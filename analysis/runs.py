@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from rmt.runfolder import LOCK_FILE
+from rmt.runfolder import CONFIG_YAML, LOCK_FILE, METRICS_CSV, SUMMARY_JSON
 
 RUN_COLUMNS = ["run_id", "name", "panel", "arm", "series", "seed", "profile", "topology_start", "params_start", "params_final"]
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "params", "nonzero", "keep_fraction", "n_splits",
@@ -53,10 +53,10 @@ def _with_meta(metrics: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
     return metrics
 
 
-def run_dirs(root: str | Path, marker: str = "metrics.csv") -> list[Path]:
+def run_dirs(root: str | Path, marker: str = METRICS_CSV) -> list[Path]:
     """Folders below `root` (itself included) that hold a run record (`config.yaml` and `marker`)."""
     root = Path(root)
-    found = (p.parent for p in root.rglob(marker) if (p.parent / "config.yaml").exists())
+    found = (p.parent for p in root.rglob(marker) if (p.parent / CONFIG_YAML).exists())
     return sorted(d for d in found if not any(part.startswith(".") for part in d.relative_to(root).parts))  # skip .hydra/
 
 
@@ -77,12 +77,12 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     if not root.exists():
         raise FileNotFoundError(f"runs folder {root} does not exist")
     frames, seen, unfinished, no_metrics = [], {}, [], []
-    for run_dir in run_dirs(root, marker="config.yaml"):
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    for run_dir in run_dirs(root, marker=CONFIG_YAML):
+        config = yaml.safe_load((run_dir / CONFIG_YAML).read_text()) or {}
         if config.get("kind", "train" if "effective" in config else None) != "train":
             continue  # a limit, sweep or pruning record: not a training curve
         run_id = run_dir.relative_to(root).as_posix()
-        if not (run_dir / "metrics.csv").exists():
+        if not (run_dir / METRICS_CSV).exists():
             no_metrics.append(run_id)
             continue
         digest = settings_digest(config)
@@ -90,12 +90,12 @@ def load_runs(root: str | Path) -> pd.DataFrame:
             raise ValueError(f"{root / seen[digest]} and {run_dir} hold the same run (identical settings; a copy?): "
                              f"a figure would count it twice. Remove one, or point --runs at one of them")
         seen[digest] = run_id
-        summary_path = run_dir / "summary.json"
+        summary_path = run_dir / SUMMARY_JSON
         if not summary_path.exists():
             unfinished.append(run_id)
             continue
         meta = run_meta(run_id, config, json.loads(summary_path.read_text()))
-        frames.append(_with_meta(pd.read_csv(run_dir / "metrics.csv"), meta))
+        frames.append(_with_meta(pd.read_csv(run_dir / METRICS_CSV), meta))
     if no_metrics:
         print(f"note: left out {len(no_metrics)} run folder(s) without metrics.csv: {', '.join(no_metrics)}", file=sys.stderr)
     if unfinished:
@@ -125,7 +125,11 @@ def export_records(src: str | Path, dst: str | Path) -> int:
     """Copy the record files of every run below `src` (all its files but checkpoints and logs; no
     sub-folders such as wandb/) to the same place below `dst`."""
     src, dst = Path(src), Path(dst)
-    found = run_dirs(src, marker="config.yaml") if src.is_dir() else []
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"--to {dst} is a file; export into a folder")
+    if src.is_dir() and dst.resolve().is_relative_to(src.resolve()):
+        raise ValueError(f"--to {dst} lies inside --runs {src}: the copies would be read as more runs; export elsewhere")
+    found = run_dirs(src, marker=CONFIG_YAML) if src.is_dir() else []
     if not found:
         raise FileNotFoundError(f"no run records below {src}" + ("" if src.is_dir() else " (no such folder)"))
     count = 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.plotting import save_table
+from rmt.runfolder import SUMMARY_JSON
 
 
 def p2_params(topology: list[int]) -> int:
@@ -18,7 +19,7 @@ def p2_params(topology: list[int]) -> int:
 def p2_parameter_table(root: str | Path) -> pd.DataFrame:
     """One row per example: accuracies of both arms, parameters (ours and P2's convention), final split topology."""
     rows = {}
-    for path in sorted(Path(root).rglob("summary.json")):
+    for path in sorted(Path(root).rglob(SUMMARY_JSON)):
         s = json.loads(path.read_text())
         config_panel = s["run_name"].split("-")[0]
         row = rows.setdefault(config_panel, {"example": config_panel.replace("p2_ex", "").replace("_", "."),

@@ -29,7 +29,7 @@ from hydra import compose, initialize_config_dir
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from experiments.common import resolve_device  # noqa: E402
-from experiments.data import build_data  # noqa: E402
+from experiments.data import DataRequest, build_data  # noqa: E402
 from experiments.train import effective_settings, layer_stats, make_optimizer, train_epoch  # noqa: E402
 from rmt.models import build_model, output_layer_name  # noqa: E402
 from rmt.pruners import PruneState, make_pruner  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     config = {**OmegaConf.to_container(cfg, resolve=True), "effective": settings}
-    data = build_data(config, device)
+    data = build_data(DataRequest.of_run(config), device)
     x, y = data.train.x, data.train.y
     torch.manual_seed(0)
     base = build_model(**settings["model"]).to(device)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.checkpoints import load_checkpoint
-from experiments.data import RunData, Split, build_data
+from experiments.data import DataRequest, RunData, Split, build_data
 from experiments.errors import USER_ERRORS, RunConfigError
 from experiments.records import RunRecord, read_config, run_kind
 from experiments.sweeps import discard_failed_run, exit_with_parent, holds_only_hydra_files, one_line, record_failure, run_folder
@@ -141,8 +141,9 @@ class SourceRun:
     config: dict
     checkpoint: dict
 
-    def data(self, device: torch.device) -> RunData:
-        return build_data(self.config, device, model=self.model)
+    def data(self, device: torch.device, data_dir: str | None = None) -> RunData:
+        """The run's data on `device` (read from `data_dir` when given, else where the run read it)."""
+        return build_data(DataRequest.of_run(self.config, data_dir), device, model=self.model)
 
 
 def load_source_run(run_dir: str | Path, device: torch.device) -> SourceRun:

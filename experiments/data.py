@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -243,8 +243,12 @@ class LoaderSplit:
         loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=shuffle_seed is not None, generator=gen,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
-        for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        try:
+            for x, y in loader:
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        except DataUnavailableError as exc:  # from a worker, it carries the worker's traceback: keep its last line
+            last = str(exc).strip().splitlines()[-1]
+            raise DataUnavailableError(last.split("DataUnavailableError: ", 1)[-1]) from None
 
 
 Split = TensorSplit | LoaderSplit
@@ -305,6 +309,17 @@ IMAGENET_LAYOUT = ("{root}/{split}/<synset>/*.JPEG with the standard ILSVRC2012 
                    "{root}/{split}/n01440764/ILSVRC2012_val_00000293.JPEG; the validation images sorted into synset folders)")
 
 
+def read_rgb_image(path: str):
+    """An image file as RGB (PIL), or one DataUnavailableError naming the file when it is truncated or not an image."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            return Image.open(fh).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL: UnidentifiedImageError (an OSError), truncated data
+        raise DataUnavailableError(f"image {path} cannot be read ({type(exc).__name__}: {exc}); remove or replace it") from None
+
+
 def imagenet_folder_dataset(root: str | Path, split: str, transform) -> torch.utils.data.Dataset:
     """An ImageFolder whose labels are the global ImageNet-1k indices of its synset folders (a folder may hold
     only some of the 1000 classes, as in a sample)."""
@@ -327,7 +342,7 @@ def imagenet_folder_dataset(root: str | Path, split: str, transform) -> torch.ut
                 raise DataUnavailableError(f"{directory} holds no synset folders; expected " + IMAGENET_LAYOUT.format(root=root, split=split))
             return present, {d: index[d] for d in present}
 
-    return GlobalLabels(str(folder), transform=transform)
+    return GlobalLabels(str(folder), transform=transform, loader=read_rgb_image)
 
 
 @register_dataset("imagenet_folder")
@@ -355,13 +370,32 @@ def imagenet_folder(data: dict, data_dir: str | Path, device: torch.device, trai
     return RunData(splits[0], splits[1], tuple(timm_cfg["input_size"]), 1000)
 
 
-def build_data(config: dict, device: torch.device, model: torch.nn.Module | None = None) -> RunData:
-    """The data a run's resolved config asks for (dataset, profile subsets), on `device`."""
-    d = config["data"]
-    if d["name"] not in DATASETS:
-        raise DataUnavailableError(f"unknown dataset {d['name']!r}; registered: {sorted(DATASETS)}")
-    eff = config["effective"]
-    return DATASETS[d["name"]](d, config["paths"]["data_dir"], device, eff["train_subset"], eff["test_subset"], model)
+@dataclass(frozen=True)
+class DataRequest:
+    """What data a run reads: the dataset's settings (the `data` config group, `name` first), the folder datasets
+    live in, and the fixed subsets the profile asks for (None: the whole split)."""
+
+    data: dict
+    data_dir: str
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+    @classmethod
+    def of_run(cls, config: dict, data_dir: str | None = None, **subsets) -> DataRequest:
+        """The request recorded in a training run's resolved config (`data`, `paths.data_dir`, the `effective`
+        subsets); `data_dir` and `train_subset` / `test_subset` override it (e.g. the data root of this machine)."""
+        effective = config.get("effective", {})
+        request = cls(dict(config["data"]), str(data_dir or config["paths"]["data_dir"]), effective.get("train_subset"),
+                      effective.get("test_subset"))
+        return replace(request, **subsets)
+
+
+def build_data(request: DataRequest, device: torch.device, model: torch.nn.Module | None = None) -> RunData:
+    """The data `request` asks for, on `device` (`model`: for data configs that depend on it, e.g. a ViT's image size)."""
+    name = request.data["name"]
+    if name not in DATASETS:
+        raise DataUnavailableError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}")
+    return DATASETS[name](request.data, request.data_dir, device, request.train_subset, request.test_subset, model)
 
 
 def main() -> None:

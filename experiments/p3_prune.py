@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from experiments.checkpoints import atomic_torch_save
 from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, model_spec, setup_numerics
-from experiments.data import build_data
+from experiments.data import DataRequest, build_data
 from experiments.errors import RunConfigError
 from experiments.validation import P3_PRUNE_RULES, check_config
 from rmt.io import read_checkpoint
@@ -63,13 +63,14 @@ def run(cfg: DictConfig) -> dict:
     if cfg.source_run:  # a model trained by this suite: its architecture, weights and data
         source = load_source_run(cfg.source_run, device)
         model, config, spec = source.model, source.config, source.checkpoint["model_spec"]
-        config = {**config, "effective": {**config["effective"], "test_subset": cfg.profile.test_subset}}
+        request = DataRequest.of_run(config, test_subset=cfg.profile.test_subset)
     else:  # a model named by the config, e.g. a pretrained timm ViT on an ImageNet folder
         spec = model_spec(cfg)
         weights = {k: cfg.model[k] for k in ("pretrained", "checkpoint") if cfg.model.get(k)}
         model = build_model(**spec, **weights).to(device=device, dtype=dtype)
-        config = {**OmegaConf.to_container(cfg, resolve=True), "effective": {"train_subset": 0, "test_subset": cfg.profile.test_subset}}
-    test = build_data(config, device, model=model).test
+        config = None
+        request = DataRequest(OmegaConf.to_container(cfg.data, resolve=True), cfg.paths.data_dir, 0, cfg.profile.test_subset)
+    test = build_data(request, device, model=model).test
     record = begin_record(cfg, "p3_prune", source_config=config, model_spec=spec)
     total = count_parameters(model)
     example = next(test.batches(max(cfg.baselines.latency_batch)))[0].to(dtype)
@@ -121,7 +122,7 @@ def run(cfg: DictConfig) -> dict:
     for keep in cfg.baselines.structured_keep:
         pruned, pstate = copy.deepcopy(dense), PruneState()
         make_pruner("mp_svd", alpha=cfg.pruning.alpha, beta=cfg.pruning.beta, compat=cfg.pruning.compat, gof_threshold=1.0,
-                    resplit="product", min_rank={output_layer_name(pruned): int(config["data"]["num_classes"])})(pruned, pstate, keep)
+                    resplit="product", min_rank={output_layer_name(pruned): int(request.data["num_classes"])})(pruned, pstate, keep)
         row = measure(pruned, keep_fraction=keep)
         row["reduction"] = 1.0 - row["params"] / total  # structured: parameters removed, not zeroed
         baselines.append({"method": "structured_mp", **row, "latency_b1_ms": latency_ms(pruned, example[:1]),

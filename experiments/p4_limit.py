@@ -39,7 +39,7 @@ from rmt.limit import actual_limit, magnitude_pruned, predicted_limit, pruned_no
 from rmt.models import linear_topology, output_layer_name
 from rmt.prune import count_parameters
 from rmt.pruners import PruneState, make_pruner
-from rmt.runfolder import LAYERS_CSV, STAGES_JSON, atomic_write_text
+from rmt.runfolder import CURVE_CSV, LAYERS_CSV, SPECTRUM_CSV, STAGES_JSON, atomic_write_text
 from rmt.spectra import spectral_layers
 
 
@@ -91,8 +91,8 @@ def run(cfg: DictConfig) -> dict:
     device, _, _ = setup_numerics(cfg)
     source = load_source_run(cfg.source_run, device)
     model, spec = source.model, source.checkpoint["model_spec"]
-    config = {**source.config, "paths": {**source.config["paths"], "data_dir": cfg.paths.data_dir}}
-    data = build_data(config, device, model=model)
+    config = source.config
+    data = source.data(device, cfg.paths.data_dir)
     record = begin_record(cfg, "p4_limit", source_config=config, model_spec=spec)
     layers = spectral_layers(model)
     weights = {f"{name}.weight": mod.weight for name, mod in layers}
@@ -125,7 +125,7 @@ def run(cfg: DictConfig) -> dict:
         bar.close()
         return pd.DataFrame(rows)
 
-    curve, curve_reused, sweep_s = cached_stage(record.dir, "curve.csv", {**source_settings, "ratios": cfg.ratio_steps,
+    curve, curve_reused, sweep_s = cached_stage(record.dir, CURVE_CSV, {**source_settings, "ratios": cfg.ratio_steps,
                                                     "test_subset": config["effective"]["test_subset"]}, sweep)
 
     # Hessian density of the mean training loss w.r.t. the pruned weights (or all parameters), by SLQ.
@@ -145,7 +145,7 @@ def run(cfg: DictConfig) -> dict:
         bar.close()
         return pd.DataFrame({"eigenvalue": nodes.numpy(), "weight": node_weights.numpy()})
 
-    spec_frame, spectrum_reused, slq_s = cached_stage(record.dir, "spectrum.csv", {**source_settings, **OmegaConf.to_container(cfg.lanczos),
+    spec_frame, spectrum_reused, slq_s = cached_stage(record.dir, SPECTRUM_CSV, {**source_settings, **OmegaConf.to_container(cfg.lanczos),
                                                            "params": cfg.hessian_params,
                                                            "train_subset": config["effective"]["train_subset"]}, spectrum)
     nodes = torch.tensor(spec_frame["eigenvalue"].to_numpy(), dtype=torch.float64)
@@ -157,7 +157,7 @@ def run(cfg: DictConfig) -> dict:
     radius = pruned_norm(magnitudes, curve["ratio"].tolist())
     curve["pruned_norm"] = radius.numpy()
     curve["width_ratio"] = width_ratio(radius, nodes, node_weights, eps).numpy()
-    rewrite_stage(record.dir, "curve.csv", curve)
+    rewrite_stage(record.dir, CURVE_CSV, curve)
     acc_ge = actual_limit(curve["ratio"], curve["test_acc"], dense_acc)
     acc_gt = actual_limit(curve["ratio"], curve["test_acc"], dense_acc, strict=True)
 
@@ -187,7 +187,7 @@ def run(cfg: DictConfig) -> dict:
         "lambda_min": float(nodes.min()), "lambda_max": float(nodes.max()),
         "mp_bulk_fraction": bulk, "mp_kept_fraction": mp_kept, "mp_ratio": 1.0 - mp_kept, "mp_pruned_test_acc": mp_acc,
         "magnitude_acc_at_mp_ratio": float(at_mp["test_acc"]),
-        "reused_stages": [n for n, reused in (("curve.csv", curve_reused), ("spectrum.csv", spectrum_reused)) if reused],
+        "reused_stages": [n for n, reused in ((CURVE_CSV, curve_reused), (SPECTRUM_CSV, spectrum_reused)) if reused],
         "sweep_s": round(sweep_s, 2), "hvps": len(spec_frame), "slq_s": round(slq_s, 2),  # one HVP per Ritz value
         "hvp_per_s": round(len(spec_frame) / max(slq_s, 1e-9), 3),
     }

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rmt.runfolder import LOCK_FILE
+from rmt.runfolder import LOCK_FILE, METRICS_CSV, SUMMARY_JSON
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_DIR = ROOT / ".pack"
@@ -181,7 +181,7 @@ def estimate(unit: Unit, device_kind: str) -> float:
 
 
 def finished(folder: Path) -> bool:
-    return (folder / "summary.json").is_file()
+    return (folder / SUMMARY_JSON).is_file()
 
 
 def parallel_slots(device_kind: str, threads: int) -> int:
@@ -431,7 +431,7 @@ def epoch_seconds(folder: Path) -> float | None:
     """Mean seconds per epoch of a training record (metrics.csv's `time_s` over its epochs), None otherwise."""
     import csv
 
-    path = folder / "metrics.csv"
+    path = folder / METRICS_CSV
     if not path.is_file():
         return None
     rows = list(csv.DictReader(path.open()))

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from experiments.checkpoints import load_checkpoint, save_checkpoint
 from experiments.common import evaluate, hydra_entry, model_spec, setup_numerics, weights_digest
 from experiments.cuda_graph import GraphedEpoch, cuda_graph_setting, graphs_usable, warn_fallback
-from experiments.data import TensorSplit, build_data, shuffled_order
+from experiments.data import DataRequest, TensorSplit, build_data, shuffled_order
 from experiments.errors import RunConfigError
 from experiments.records import RunRecord, WandbMirror, resolve_wandb_mode
 from experiments.validation import TRAIN_RULES, check_config
@@ -228,7 +228,7 @@ def run(cfg: DictConfig) -> dict:
     record.begin({**config, "fingerprint": digest}, "train", numerics=run_numerics, resumed_after=start_epoch)
 
     # Data: in-memory tensors on the device, or a loader over image folders (timm transforms for the model).
-    data = build_data(config, device, model=model)
+    data = build_data(DataRequest.of_run(config), device, model=model)
 
     mode = resolve_wandb_mode(cfg.logger.mode)
     mirror = WandbMirror(run_dir, mode, cfg.logger.project, cfg.logger.entity, cfg.logger.group, f"{cfg.name}/{cfg.run_name}",

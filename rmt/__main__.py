@@ -51,6 +51,9 @@ def cmd_analyze(args) -> int:
     if args.plot:
         from rmt.plotting import esd_grid
 
+        if df.empty:
+            raise ValueError(f"--plot: no layer of {args.model} was analysed (every one was skipped), so there is no ESD to draw")
+
         svals = df.attrs["singular_values"]
         spectra = [(row.layer, (row.out, row.fan_in), svals[row.layer]) for row in df.itertuples()]
         fig, _ = esd_grid(spectra, alpha=args.alpha, beta=args.beta, title=args.model)

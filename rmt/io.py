@@ -22,7 +22,7 @@ from torch import nn
 
 from rmt.models import build_model, model_from_checkpoint
 from rmt.prune import apply_splits
-from rmt.runfolder import atomic_write_bytes, atomic_write_text
+from rmt.runfolder import CHECKPOINT, atomic_write_bytes, atomic_write_text
 
 PRUNED_JSON = "rmt_model.json"
 PRUNED_WEIGHTS = "model.pt"
@@ -94,7 +94,7 @@ def load_model(spec: str, pretrained: bool = False) -> tuple[nn.Module | dict[st
     if (path / PRUNED_JSON).exists():
         record = json.loads((path / PRUNED_JSON).read_text())
         return load_pruned(path), {**record["source"], "splits": record["splits"]}
-    ckpt_path = path / "checkpoint.pt" if path.is_dir() else path
+    ckpt_path = path / CHECKPOINT if path.is_dir() else path
     if ckpt_path.is_file():
         ckpt = read_checkpoint(ckpt_path)
         if isinstance(ckpt, dict) and "model_spec" in ckpt:  # a checkpoint of this suite's runners: it rebuilds itself

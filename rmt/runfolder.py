@@ -35,6 +35,8 @@ SPECTRA_CSV = "spectra.csv"
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREV = "checkpoint.prev.pt"
 STAGES_JSON = "stages.json"
+CURVE_CSV = "curve.csv"  # P4 limit runs
+SPECTRUM_CSV = "spectrum.csv"
 LOCK_FILE = ".lock"
 
 _warned: set[str] = set()

@@ -131,6 +131,25 @@ def test_imagenet_folder_through_timm_transforms(tmp_path):
     assert model(x).shape == (4, 1000)
 
 
+@needs_sample
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_image_is_one_line_naming_it(tmp_path, workers, damage):
+    good = next((SAMPLE / "val" / "n01440764").iterdir())
+    folder = tmp_path / "val" / "n01440764"
+    folder.mkdir(parents=True)
+    (folder / "a.JPEG").write_bytes(good.read_bytes())
+    bad = folder / "b.JPEG"
+    bad.write_bytes(good.read_bytes()[:2000] if damage == "truncated" else b"not an image at all")
+    cfg = {"root": str(tmp_path), "train_split": "val", "test_split": "val", "channels": 3, "image_size": 32,
+           "subset_seed": 0, "workers": workers}
+    run_data = data.imagenet_folder(cfg, "unused", torch.device("cpu"), None, None)
+    with pytest.raises(data.DataUnavailableError) as caught:
+        list(run_data.test.batches(2))
+    message = str(caught.value)
+    assert "\n" not in message and str(bad) in message and "remove or replace it" in message
+
+
 def test_missing_imagenet_root_says_what_to_put_where(tmp_path):
     with pytest.raises(data.DataUnavailableError, match=r"(?s)no ImageNet split 'val'.*<synset>/\*\.JPEG.*IMAGENET_ROOT"):
         data.imagenet_folder_dataset(tmp_path / "imagenet", "val", transform=None)

@@ -148,6 +148,8 @@ def test_cli_analyze_lists_skipped_layers(tmp_path, capsys):
     torch.save({"zero.weight": torch.zeros(30, 20)}, tmp_path / "z.pt")  # nothing left to fit: an empty table, no crash
     assert rmt_main(["analyze", str(tmp_path / "z.pt")]) == 0
     assert "skipped zero: all weights are 0" in capsys.readouterr().out
+    assert rmt_main(["analyze", str(tmp_path / "z.pt"), "--plot", str(tmp_path / "esd.png")]) == 1  # not a ZeroDivisionError
+    assert "no ESD to draw" in capsys.readouterr().err and not (tmp_path / "esd.png").exists()
 
 
 def truncated_copy(model: nn.Module, ranks: dict[str, int]) -> nn.Module:

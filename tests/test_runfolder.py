@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -162,7 +163,12 @@ def test_figures_count_only_finished_distinct_runs(compose_cfg, tmp_path, capsys
     assert df["seed"].unique().tolist() == [0]  # the unfinished seed is not a seed of the figure
     err = capsys.readouterr().err
     assert "unfinished run(s)" in err and "fc-rmt-s1" in err and "without metrics.csv" in err and "fc-rmt-s0-copy" in err
-    export_records(root / "default", root / "default" / "exported")  # a copy below the original
+    with pytest.raises(ValueError, match="lies inside"):
+        export_records(root / "default", root / "default" / "exported")  # the copies would read as more seeds
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="is a file"):
+        export_records(root / "default", tmp_path / "a-file")
+    shutil.copytree(root / "default" / "smoke" / "fc-rmt-s0", root / "default" / "copy-of-s0")  # a copy made by hand
     with pytest.raises(ValueError, match="hold the same run"):
         load_runs(root)
 
