@@ -13,18 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from analysis.plotting import save_figure
 from rmt.plotting import esd_grid
-from rmt.runfolder import CONFIG_YAML, SPECTRA_CSV
+from rmt.runfolder import SPECTRA_CSV, read_config
 
 
 def run_spectra(run_dir: str | Path) -> tuple[list[tuple[str, tuple[int, int], np.ndarray]], str]:
     """(layer name, (out, fan_in), singular values) of a run's final model, and a title, from the record's
     `spectra.csv` (the record alone suffices; no checkpoint, no model)."""
     run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / CONFIG_YAML).read_text()) if (run_dir / CONFIG_YAML).exists() else {}
+    config = read_config(run_dir) or {}
     title = f"{config.get('name')}/{config.get('run_name')}"
     if not (run_dir / SPECTRA_CSV).exists():
         raise FileNotFoundError(f"{run_dir} has no spectra.csv (written when a run finishes); for a checkpoint use "

@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from analysis.plotting import plt, save_figure, save_table
-from rmt.runfolder import CONFIG_YAML, METRICS_CSV
+from rmt.runfolder import METRICS_CSV, read_config
 
 METHODS = {"p3_cycles": ("P3 MP cycles", "tab:red", "p3"), "global_magnitude": ("global magnitude", "tab:blue", "global"),
            "layer_magnitude": ("layer-wise magnitude", "tab:green", "layer"), "structured_mp": ("structured MP (factorised)", "tab:purple", "structured")}
@@ -25,7 +24,7 @@ def fine_tuned(ft_runs: Path | None, total: int) -> pd.DataFrame:
     """One row per fine-tuning run: its start checkpoint's name, reduction (non-zeros) and final top-1 / top-5."""
     rows = []
     for summary_path in sorted(ft_runs.glob("*/summary.json")) if ft_runs and ft_runs.exists() else []:
-        config = yaml.safe_load((summary_path.parent / CONFIG_YAML).read_text())
+        config = read_config(summary_path.parent) or {}
         s = json.loads(summary_path.read_text())
         metrics = pd.read_csv(summary_path.parent / METRICS_CSV)
         rows.append({"start": config["start"], "reduction_ft": 1.0 - s["nonzero_final"] / total, "top1_ft": s["final_test_acc"],

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from analysis.plotting import plt, save_figure, save_table
 from analysis.runs import run_dirs
-from rmt.runfolder import CONFIG_YAML, LAYERS_CSV
+from rmt.runfolder import LAYERS_CSV, read_config
 
 METRICS = {"sigma_plus": "σ₊", "bulk_fraction": "bulk fraction", "r_norm": "‖R̂‖_F", "r_ratio": "‖R̂‖_F / ‖W‖_F"}
 
@@ -20,7 +19,7 @@ def load_layers(root: str | Path) -> pd.DataFrame:
     """Every run's `layers.csv` below `root`, with its series, seed and profile."""
     frames = []
     for run_dir in run_dirs(root, marker=LAYERS_CSV):
-        config = yaml.safe_load((run_dir / CONFIG_YAML).read_text())
+        config = read_config(run_dir) or {}
         df = pd.read_csv(run_dir / LAYERS_CSV, dtype={"layer": str}).assign(series=config.get("series") or config["arm"], seed=config["seed"],
                                                         profile=config["profile"]["name"])
         frames.append(df)

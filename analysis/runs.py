@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from rmt.runfolder import CONFIG_YAML, LOCK_FILE, METRICS_CSV, SUMMARY_JSON
+from rmt.runfolder import CONFIG_YAML, LOCK_FILE, METRICS_CSV, SUMMARY_JSON, read_config, run_kind
 
 RUN_COLUMNS = ["run_id", "name", "panel", "arm", "series", "seed", "profile", "topology_start", "params_start", "params_final"]
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "params", "nonzero", "keep_fraction", "n_splits",
@@ -78,8 +77,8 @@ def load_runs(root: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"runs folder {root} does not exist")
     frames, seen, unfinished, no_metrics = [], {}, [], []
     for run_dir in run_dirs(root, marker=CONFIG_YAML):
-        config = yaml.safe_load((run_dir / CONFIG_YAML).read_text()) or {}
-        if config.get("kind", "train" if "effective" in config else None) != "train":
+        config = read_config(run_dir) or {}
+        if run_kind(config) != "train":
             continue  # a limit, sweep or pruning record: not a training curve
         run_id = run_dir.relative_to(root).as_posix()
         if not (run_dir / METRICS_CSV).exists():

@@ -23,10 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.checkpoints import load_checkpoint
 from experiments.data import DataRequest, RunData, Split, build_data
 from experiments.errors import USER_ERRORS, RunConfigError
-from experiments.records import RunRecord, read_config, run_kind
+from experiments.records import RunRecord
 from experiments.sweeps import discard_failed_run, exit_with_parent, holds_only_hydra_files, one_line, record_failure, run_folder
 from rmt.models import MODEL_BUILDERS, model_from_checkpoint
-from rmt.runfolder import CONFIG_YAML, SUMMARY_JSON, RunFolderBusyError, RunFolderLock
+from rmt.runfolder import CONFIG_YAML, SUMMARY_JSON, RunFolderBusyError, RunFolderLock, read_config, run_kind
 
 T = TypeVar("T")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

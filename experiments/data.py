@@ -219,9 +219,39 @@ class TensorSplit:
             yield self.x[idx], self.y[idx]
 
 
+class SeededSamples(torch.utils.data.Dataset):
+    """A dataset whose random transforms draw, for example `i` of an epoch, from generators seeded by `(epoch_seed, i)`
+    (Python's `random`, NumPy's and torch's, each restored afterwards): an example's augmentation is the same whichever
+    worker reads it and however many there are, `workers=0` included, and the training's own random state is untouched."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset, self.epoch_seed = dataset, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        import random
+
+        import numpy as np
+
+        seed = (self.epoch_seed * 1_000_003 + int(index)) % 2**32
+        py_state, np_state = random.getstate(), np.random.get_state()
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
 class LoaderSplit:
     """A map-style dataset read by a `DataLoader` with worker processes; batches are moved to `device`.
-    The dataset is made on first use (`make()`), so an unused split costs nothing and need not exist."""
+    The dataset is made on first use (`make()`), so an unused split costs nothing and need not exist.  Results do
+    not depend on the number of workers (`SeededSamples`)."""
 
     def __init__(self, make: Callable[[], torch.utils.data.Dataset], device: torch.device, workers: int):
         self._make, self._dataset, self.device = make, None, device
@@ -230,7 +260,7 @@ class LoaderSplit:
     @property
     def dataset(self) -> torch.utils.data.Dataset:
         if self._dataset is None:
-            self._dataset = self._make()
+            self._dataset = SeededSamples(self._make())
         return self._dataset
 
     def __len__(self) -> int:
@@ -240,6 +270,7 @@ class LoaderSplit:
         from torch.utils.data import DataLoader
 
         gen = torch.Generator().manual_seed(shuffle_seed if shuffle_seed is not None else 0)
+        self.dataset.epoch_seed = shuffle_seed if shuffle_seed is not None else 0
         loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=shuffle_seed is not None, generator=gen,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)

@@ -44,7 +44,9 @@ from rmt.runfolder import (
     csv_text,
     read_csv_header,
     read_csv_rows,
+    read_config,
     read_jsonl,
+    run_kind,
 )
 
 
@@ -194,29 +196,6 @@ class WandbMirror:
                 self.run.finish()
             except Exception as exc:
                 self._fail(exc)
-
-
-def read_config(folder: Path) -> dict | None:
-    """The config.yaml a run left in `folder` (None: none, or one cut off or garbled, which is said)."""
-    path = Path(folder) / CONFIG_YAML
-    if not path.exists():
-        return None
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        config = None
-    if not isinstance(config, dict):
-        print(f"warning: {path} is empty or not a config (a write was interrupted?); it is ignored", file=sys.stderr)
-        return None
-    return config
-
-
-def run_kind(config: dict | None) -> str | None:
-    """The runner that wrote a config (`kind`; records from before it was written: `train` when they hold the
-    training runner's `effective` settings, else unknown)."""
-    if config is None:
-        return None
-    return config.get("kind") or ("train" if "effective" in config else None)
 
 
 class RunRecord:

@@ -1,5 +1,5 @@
 """The run folder's file names and the only safe ways to write them: atomic rewrites, appends whose torn last line
-a reader drops, and one writer per folder.  Standard library only.
+a reader drops, one writer per folder, and the run's kind.  Standard library only (plus PyYAML to read config.yaml).
 
 Conventions:
 - Every whole-file write goes through `atomic_write_text` / `atomic_write_bytes`: a temporary file in the same
@@ -139,6 +139,31 @@ def append_line(path: str | Path, line: str) -> None:
         fh.write(line.rstrip("\n").encode("utf-8") + b"\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def read_config(folder: Path) -> dict | None:
+    """The config.yaml a run left in `folder` (None: none, or one cut off or garbled, which is said)."""
+    path = Path(folder) / CONFIG_YAML
+    if not path.exists():
+        return None
+    import yaml  # PyYAML: the one package this module reads config.yaml with
+
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        config = None
+    if not isinstance(config, dict):
+        print(f"warning: {path} is empty or not a config (a write was interrupted?); it is ignored", file=sys.stderr)
+        return None
+    return config
+
+
+def run_kind(config: dict | None) -> str | None:
+    """The runner that wrote a config (`kind`; records from before it was written: `train` when they hold the
+    training runner's `effective` settings, else unknown)."""
+    if config is None:
+        return None
+    return config.get("kind") or ("train" if "effective" in config else None)
 
 
 class RunFolderBusyError(RuntimeError):

@@ -150,6 +150,24 @@ def test_a_damaged_image_is_one_line_naming_it(tmp_path, workers, damage):
     assert "\n" not in message and str(bad) in message and "remove or replace it" in message
 
 
+@needs_sample
+def test_imagenet_folder_batches_do_not_depend_on_workers_or_the_run():
+    cfg = {"root": str(SAMPLE), "train_split": "val", "test_split": "val", "channels": 3, "image_size": 32, "subset_seed": 0}
+
+    def first_batches(workers: int) -> list[torch.Tensor]:
+        run_data = data.imagenet_folder({**cfg, "workers": workers}, "unused", torch.device("cpu"), 24, 8)
+        return [x for epoch in (1, 2) for x, _ in run_data.train.batches(8, shuffle_seed=epoch)]
+
+    torch.manual_seed(0)
+    reference = first_batches(0)
+    state = torch.get_rng_state()
+    again = first_batches(0)
+    assert torch.equal(torch.get_rng_state(), state)  # the training's random state is not consumed
+    assert all(torch.equal(a, b) for a, b in zip(reference, again))
+    assert all(torch.equal(a, b) for a, b in zip(reference, first_batches(2)))
+    assert not torch.equal(reference[0], reference[3])  # a new epoch draws new augmentations
+
+
 def test_missing_imagenet_root_says_what_to_put_where(tmp_path):
     with pytest.raises(data.DataUnavailableError, match=r"(?s)no ImageNet split 'val'.*<synset>/\*\.JPEG.*IMAGENET_ROOT"):
         data.imagenet_folder_dataset(tmp_path / "imagenet", "val", transform=None)
