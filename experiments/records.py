@@ -1,15 +1,7 @@
-"""Run store: the durable record of one run, with W&B as a best-effort mirror.
-
-A run directory holds
-- `config.yaml`   the resolved config plus the `effective` settings the profile produced;
-- `env.json`      package versions, git commit, device and numerics (earlier sessions of a resumed run in `earlier`);
-- `metrics.jsonl` / `metrics.csv`  one row per epoch (scalars);
-- `layers.csv`    one row per layer and epoch (rank, sigma_plus, bulk fraction, GoF, split, ...);
-- `summary.json`  final numbers, written when the run ends;
-- `spectra.csv`   singular values of every layer of the final model (for ESD figures);
-- `checkpoint.pt` (+ `checkpoint.prev.pt`) the last two epochs' state.
-W&B gets the same scalars; any W&B failure is reported once and mirroring stops, the
-local record is never affected.
+"""The runner's side of the run folder (`rmt.runfolder` owns the files and how they are read and written): what a
+folder already holds is checked before a run writes (`RunRecord.claim`), each session's environment goes to
+`env.json`, and W&B mirrors the per-epoch scalars as a best-effort copy: any W&B failure is reported once and
+mirroring stops, the local record is never affected.
 """
 
 from __future__ import annotations
@@ -29,25 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
-from rmt.runfolder import (
-    CONFIG_YAML,
-    ENV_JSON,
-    LAYERS_CSV,
-    METRICS_CSV,
-    METRICS_JSONL,
-    SPECTRA_CSV,
-    SUMMARY_JSON,
-    append_line,
-    atomic_write_text,
-    csv_text,
-    read_csv_header,
-    read_csv_rows,
-    read_config,
-    read_jsonl,
-    run_kind,
-)
+from rmt.runfolder import ENV_JSON, RunFolder, atomic_write_text, run_kind
 
 
 def environment_info() -> dict[str, Any]:
@@ -198,11 +172,12 @@ class WandbMirror:
                 self._fail(exc)
 
 
-class RunRecord:
-    """Writes one run's record files; `truncate(epoch)` drops rows after a resumed checkpoint."""
+class RunRecord(RunFolder):
+    """The run folder a runner writes: `RunFolder`'s files, plus the check of what the folder holds (`claim`) and the
+    environment of each session (`env.json`)."""
 
     def __init__(self, run_dir: str | Path):
-        self.dir = Path(run_dir)
+        super().__init__(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def claim(self, kind: str) -> dict | None:
@@ -210,7 +185,7 @@ class RunRecord:
         name); returns the config found there.  A folder of another kind is refused (RunConfigError)."""
         from experiments.errors import RunConfigError
 
-        found = read_config(self.dir)
+        found = self.config()
         found_kind = run_kind(found)
         if found_kind is not None and found_kind != kind:
             raise RunConfigError(f"{self.dir} holds a {found_kind} run; a {kind} run does not write into it. "
@@ -225,9 +200,6 @@ class RunRecord:
         self.write_config({"kind": kind, **config})
         self.write_env(numerics, resumed_after)
 
-    def write_config(self, config: dict) -> None:
-        atomic_write_text(self.dir / CONFIG_YAML, yaml.safe_dump(config, sort_keys=False))
-
     def write_env(self, numerics: dict | None = None, resumed_after: int = 0) -> None:
         env = {**environment_info(), "started_after_epoch": resumed_after}
         if numerics:
@@ -237,62 +209,3 @@ class RunRecord:
             previous = json.loads(path.read_text())
             env["earlier"] = previous.pop("earlier", []) + [previous]
         atomic_write_text(path, json.dumps(env, indent=2))
-
-    def read_rows(self) -> list[dict]:
-        """The per-epoch rows of metrics.jsonl (a row cut off by a kill is dropped, said once)."""
-        return read_jsonl(self.dir / METRICS_JSONL)
-
-    def truncate(self, last_epoch: int) -> None:
-        """Keep only whole rows of epochs `<= last_epoch` in every per-epoch file (each rewritten atomically)."""
-        rows = [r for r in self.read_rows() if r["epoch"] <= last_epoch]
-        if rows or (self.dir / METRICS_JSONL).exists():
-            atomic_write_text(self.dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
-        self._rewrite_csv(METRICS_CSV, rows)
-        header, layer_rows = read_csv_rows(self.dir / LAYERS_CSV)
-        if header:
-            kept = [r for r in layer_rows if r.get("epoch") and int(r["epoch"]) <= last_epoch]
-            self._rewrite_csv(LAYERS_CSV, kept, header)
-
-    def _rewrite_csv(self, name: str, rows: list[dict], columns: list[str] | None = None) -> None:
-        path = self.dir / name
-        if not rows:
-            path.unlink(missing_ok=True)
-            return
-        atomic_write_text(path, csv_text(rows, columns))
-
-    def _append_csv(self, name: str, rows: list[dict]) -> None:
-        """Append rows; when they bring new columns, the file is rewritten (atomically) with the union of columns."""
-        if not rows:
-            return
-        path = self.dir / name
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        header = read_csv_header(path)
-        if not header or not set(columns) <= set(header):
-            header, old = read_csv_rows(path)
-            self._rewrite_csv(name, old + rows, list(dict.fromkeys([*header, *columns])))
-            return
-        for line in csv_text(rows, header).splitlines()[1:]:
-            append_line(path, line)
-
-    def log_epoch(self, row: dict, layers: list[dict]) -> None:
-        append_line(self.dir / METRICS_JSONL, json.dumps(row))
-        self._append_csv(METRICS_CSV, [row])
-        self._append_csv(LAYERS_CSV, [{"epoch": row["epoch"], **layer} for layer in layers])
-
-    def discard_results(self) -> None:
-        """Remove what a finished run writes at its end (summary, final spectra) before the run goes on."""
-        for name in (SUMMARY_JSON, SPECTRA_CSV):
-            (self.dir / name).unlink(missing_ok=True)
-
-    def write_spectra(self, rows: list[dict]) -> None:
-        self._rewrite_csv(SPECTRA_CSV, rows)
-
-    def write_summary(self, summary: dict) -> None:
-        atomic_write_text(self.dir / SUMMARY_JSON, json.dumps(summary, indent=2))
-
-    def write_frame(self, name: str, frame) -> None:
-        """A table of the record (a pandas DataFrame) as `name`, written atomically."""
-        atomic_write_text(self.dir / name, frame.to_csv(index=False))
-
-    def write_json(self, name: str, data: dict) -> None:
-        atomic_write_text(self.dir / name, json.dumps(data, indent=2))

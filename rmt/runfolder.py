@@ -1,6 +1,18 @@
 """The run folder's file names and the only safe ways to write them: atomic rewrites, appends whose torn last line
 a reader drops, one writer per folder, and the run's kind.  Standard library only (plus PyYAML to read config.yaml).
 
+A run folder holds
+- `config.yaml`   the resolved config (with the `kind` of run: the runner's name) and, for training, the `effective`
+                  settings the profile produced and the settings' `fingerprint`;
+- `env.json`      package versions, git commit, device and numerics (earlier sessions of a resumed run in `earlier`);
+- `metrics.jsonl` / `metrics.csv`  one row per epoch (scalars);
+- `layers.csv`    one row per layer and epoch (rank, sigma_plus, bulk fraction, GoF, split, ...);
+- `summary.json`  final numbers, written when the run ends (its absence means: unfinished);
+- `spectra.csv`   singular values of every layer of the final model (for ESD figures);
+- `checkpoint.pt` (+ `checkpoint.prev.pt`) the last two epochs' state; stage files of other runners (`stages.json`
+                  and the files it lists with their digests, e.g. P4's `curve.csv`, `spectrum.csv`);
+- `.lock`         the writer's lock (empty when no run holds it).
+
 Conventions:
 - Every whole-file write goes through `atomic_write_text` / `atomic_write_bytes`: a temporary file in the same
   folder, flushed and fsynced, renamed over the target, the folder fsynced.  A kill at any instant leaves the old
@@ -226,3 +238,91 @@ class RunFolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class RunFolder:
+    """One run folder: where each record file is, how to read it (torn last lines dropped) and how to write it
+    (atomically, or as whole appended lines).  `truncate(epoch)` drops rows after a resumed checkpoint."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+
+    def config(self) -> dict | None:
+        return read_config(self.dir)
+
+    def kind(self) -> str | None:
+        return run_kind(self.config())
+
+    def summary(self) -> dict | None:
+        path = self.dir / SUMMARY_JSON
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def finished(self) -> bool:
+        return (self.dir / SUMMARY_JSON).exists()
+
+    def lock(self) -> RunFolderLock:
+        return RunFolderLock(self.dir)
+
+    def write_config(self, config: dict) -> None:
+        import yaml
+
+        atomic_write_text(self.dir / CONFIG_YAML, yaml.safe_dump(config, sort_keys=False))
+
+    def read_rows(self) -> list[dict]:
+        """The per-epoch rows of metrics.jsonl (a row cut off by a kill is dropped, said once)."""
+        return read_jsonl(self.dir / METRICS_JSONL)
+
+    def truncate(self, last_epoch: int) -> None:
+        """Keep only whole rows of epochs `<= last_epoch` in every per-epoch file (each rewritten atomically)."""
+        rows = [r for r in self.read_rows() if r["epoch"] <= last_epoch]
+        if rows or (self.dir / METRICS_JSONL).exists():
+            atomic_write_text(self.dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
+        self._rewrite_csv(METRICS_CSV, rows)
+        header, layer_rows = read_csv_rows(self.dir / LAYERS_CSV)
+        if header:
+            kept = [r for r in layer_rows if r.get("epoch") and int(r["epoch"]) <= last_epoch]
+            self._rewrite_csv(LAYERS_CSV, kept, header)
+
+    def _rewrite_csv(self, name: str, rows: list[dict], columns: list[str] | None = None) -> None:
+        path = self.dir / name
+        if not rows:
+            path.unlink(missing_ok=True)
+            return
+        atomic_write_text(path, csv_text(rows, columns))
+
+    def _append_csv(self, name: str, rows: list[dict]) -> None:
+        """Append rows; when they bring new columns, the file is rewritten (atomically) with the union of columns."""
+        if not rows:
+            return
+        path = self.dir / name
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        header = read_csv_header(path)
+        if not header or not set(columns) <= set(header):
+            header, old = read_csv_rows(path)
+            self._rewrite_csv(name, old + rows, list(dict.fromkeys([*header, *columns])))
+            return
+        for line in csv_text(rows, header).splitlines()[1:]:
+            append_line(path, line)
+
+    def log_epoch(self, row: dict, layers: list[dict]) -> None:
+        append_line(self.dir / METRICS_JSONL, json.dumps(row))
+        self._append_csv(METRICS_CSV, [row])
+        self._append_csv(LAYERS_CSV, [{"epoch": row["epoch"], **layer} for layer in layers])
+
+    def discard_results(self) -> None:
+        """Remove what a finished run writes at its end (summary, final spectra) before the run goes on."""
+        for name in (SUMMARY_JSON, SPECTRA_CSV):
+            (self.dir / name).unlink(missing_ok=True)
+
+    def write_spectra(self, rows: list[dict]) -> None:
+        self._rewrite_csv(SPECTRA_CSV, rows)
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.dir / SUMMARY_JSON, json.dumps(summary, indent=2))
+
+    def write_frame(self, name: str, frame) -> None:
+        """A table of the record (a pandas DataFrame) as `name`, written atomically."""
+        atomic_write_text(self.dir / name, frame.to_csv(index=False))
+
+    def write_json(self, name: str, data: dict) -> None:
+        atomic_write_text(self.dir / name, json.dumps(data, indent=2))
