@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rmt.runfolder import LOCK_FILE, METRICS_CSV, SUMMARY_JSON
+from rmt.runfolder import LOCK_FILE, METRICS_CSV, SUMMARY_JSON, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_DIR = ROOT / ".pack"
@@ -531,7 +531,7 @@ def ingest(archives: list[Path], results: Path, allow_other_version: bool) -> in
                     provenance = {k: manifest[k] for k in ("code_digest", "device", "gpu", "torch", "started")}
                     provenance.update(archive=path.name, ingested_by=ours,
                                       other_version=manifest["code_digest"] != ours)
-                    (dest / "pack.json").write_text(json.dumps(provenance, indent=1) + "\n")
+                    atomic_write_text(dest / "pack.json", json.dumps(provenance, indent=1) + "\n")
                     print(f"ingested {dest}")
     return 0
 

@@ -1,6 +1,7 @@
 """P4 end to end on the smoke profile: L1 training -> magnitude curve, SLQ spectrum, predicted limit, MP view ->
 records (stages reused on a re-run) -> figure and table."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +55,14 @@ def test_p4_limit_pipeline_records_figure_and_reuse(trained_fc5, tmp_path):
 
     again = p4_limit.run(cfg)  # a repeated run reuses the curve and the spectrum
     assert again["reused_stages"] == ["curve.csv", "spectrum.csv"] and again["predicted_limit"] == p
+    whole = (run_dir / "curve.csv").read_bytes()
+    (run_dir / "curve.csv").write_bytes(whole[: len(whole) // 3])  # what a kill during an in-place rewrite leaves
+    repaired = p4_limit.run(cfg)
+    assert repaired["reused_stages"] == ["spectrum.csv"] and repaired["actual_limit_ge"] == summary["actual_limit_ge"]
+    assert len(pd.read_csv(run_dir / "curve.csv")) == 200
+    with pytest.raises(RunConfigError, match="holds a train run; a p4_limit run does not write into it"):
+        p4_limit.run(limit_cfg(runs, data_root, f"run_dir={cfg.source_run}"))  # its own source run as output
+    assert json.loads((Path(cfg.source_run) / "summary.json").read_text())["epochs"] > 0  # untouched
     changed = p4_limit.run(limit_cfg(runs, data_root, "lanczos.steps=12"))
     assert changed["reused_stages"] == ["curve.csv"] and changed["hvps"] == 12
     # Other weights under the same run folder (e.g. the source retrained): nothing is reused.
@@ -94,3 +103,12 @@ def test_p4_nets_have_the_papers_shapes():
     torch.manual_seed(0)
     net = build_model(kind="fc", hidden=[1000], input_shape=[1, 28, 28], num_classes=10, init="kaiming_normal")
     assert net[1].weight.std().item() == pytest.approx((2 / 784) ** 0.5, rel=0.02) and (net[1].bias == 0).all()
+
+
+def test_limit_of_another_experiments_net_is_labelled_by_its_own_model(tmp_path, data_root):
+    source = train.run(compose_named("train", "experiment=fig1", "panel=fig1b", "arm=normal", "profile=smoke",
+                                     f"paths.runs_dir={tmp_path}", f"paths.data_dir={data_root}", "logger=local", "progress=false"))
+    run_dir = tmp_path / "fig1" / "smoke" / "fig1b-normal-s0"
+    assert source["final_test_acc"] > 0
+    summary = p4_limit.run(limit_cfg(tmp_path, data_root, f"source_run={run_dir}", "run_name=from-fig1"))
+    assert summary["net"] == "fc"  # the fig1 net's own model name, not the config's default fc5
