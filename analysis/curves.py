@@ -120,5 +120,5 @@ def plot_curves(df: pd.DataFrame, figure: CurveFigure, out_dir: str | Path, prof
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     missing = [panel for panel in figure.panels if values[values["panel"] == panel].empty]
-    fig.suptitle(f"{figure.title} (profile: {profile})" + (f"; no runs yet: {', '.join(missing)}" if missing else ""), fontsize=11)
+    fig.suptitle(f"{figure.title} (profile: {profile})" + (f"; panels without runs: {', '.join(missing)}" if missing else ""), fontsize=11)
     return save_figure(fig, values, Path(out_dir) / figure.stem)

@@ -80,6 +80,22 @@ MUTATIONS = [
              "        w = mat.detach().float().to(device=device, dtype=torch.float64)\n        if n <= m:", "tests/test_spectra.py"),
     Mutation("split factors off by 1e-4 relative", "rmt/prune.py",
              "    root = s[:rank].to(vh).sqrt()\n", "    root = s[:rank].to(vh).sqrt() * (1 + 1e-4)\n", "tests/test_prune.py"),
+    # issue 18: the run folder against concurrent and killed writers
+    Mutation("no writer lock", "rmt/runfolder.py",
+             "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n", "            pass\n",
+             "tests/test_runfolder.py -k one_writer or busy_folder"),
+    Mutation("rewrites in place", "rmt/runfolder.py",
+             "        os.replace(tmp, path)\n    finally:", "        path.write_bytes(data)\n    finally:",
+             "tests/test_runfolder.py -k atomic_write"),
+    Mutation("torn metrics line kept", "rmt/runfolder.py",
+             "    tail = lines.pop()  # \"\" when the file ends with a newline\n", "    tail = ''\n",
+             "tests/test_runfolder.py -k torn"),
+    Mutation("sweeps into shared folders allowed", "experiments/sweeps.py",
+             "        shared = colliding_jobs(config)\n", "        shared = []\n", "tests/test_runfolder.py -k shared_folders"),
+    Mutation("unfinished runs counted as seeds", "analysis/runs.py",
+             "        if not summary_path.exists():\n            unfinished.append(run_id)\n            continue\n",
+             "        if not summary_path.exists():\n            unfinished.append(run_id)\n",
+             "tests/test_runfolder.py -k finished_distinct"),
 ]
 
 
