@@ -3,6 +3,7 @@
     python -m experiments.pack run --out OUT [--budget 540] [--profile paper] [--device auto]
     python -m experiments.pack bundle [--datasets mnist,fashion_mnist]      # before the window, here
     python -m experiments.pack ingest OUT/*.tgz [--allow-other-version]     # after it, here
+    python -m experiments.pack estimates OUT/pack.log                       # measured rows for ESTIMATES
 
 `run` spends at most `--budget` wall-clock seconds: a self-check (the CUDA tests, including the CUDA-graph vs
 eager equivalence) and the GPU benchmarks first, then `QUEUE` in order, several runs side by side.  A run whose
@@ -52,9 +53,10 @@ SELF_CHECK_LIMIT_S = 60
 BUNDLE_MODULES = ("hydra", "hydra_plugins", "omegaconf", "antlr4", "pytest", "_pytest", "pluggy", "iniconfig", "packaging",
                   "py")
 
-# Seconds per run: (start-up, per epoch), by device kind and experiment name, at the profile's sizes.  CPU rows:
-# measured here (2 cores; smoke profile).  CUDA rows: the H100 eager Fig. 1 (a) epoch (0.50 s, launch-bound) scaled
-# by each experiment's steps per epoch, until a pack's log gives measured ones (`end` events: `epoch_s`).
+# Seconds per run: (start-up, per epoch), by device kind and experiment name, at the profile's sizes.  CPU row: a
+# smoke run (4 epochs) took 15-25 s here on 2 shared cores (start-up ~8-15 s of it).  CUDA rows: the H100 eager
+# Fig. 1 (a) epoch (0.50 s, launch-bound) scaled by each experiment's steps per epoch, until a pack's log gives
+# measured ones (`python -m experiments.pack estimates OUT/pack.log` prints them).
 ESTIMATES: dict[str, dict[str, tuple[float, float]]] = {
     "cuda": {"fig1": (12, 0.5), "p1_fmnist_ablation": (12, 0.6), "p1_var": (12, 0.5), "p1_fig3": (12, 0.6),
              "p3_vit_demo": (15, 3.0), "p3_vit_demo_prune": (60, 0.0), "p3_vit_demo_ft": (15, 3.0), "p4": (12, 0.5),
@@ -536,6 +538,20 @@ def ingest(archives: list[Path], results: Path, allow_other_version: bool) -> in
     return 0
 
 
+def measured_estimates(log_path: Path) -> dict[str, dict[str, tuple[float, float]]]:
+    """`ESTIMATES` rows measured by a pack: per device kind and experiment, (start-up, per epoch) seconds from the
+    `end` events of finished runs (per epoch: the mean `epoch_s`; start-up: the mean of wall time minus the epochs)."""
+    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    device = next((e["device"] for e in events if e["event"] == "pack-start"), "cpu")
+    per: dict[str, list[tuple[float, float]]] = {}
+    for e in events:
+        if e["event"] == "end" and e["state"] == "finished":
+            experiment = e["record"].split("/")[0]
+            epoch_s = e.get("epoch_s") or 0.0
+            per.setdefault(experiment, []).append((max(0.0, e["wall_s"] - epoch_s * e["epochs"]), epoch_s))
+    return {device: {k: (round(sum(s for s, _ in v) / len(v), 1), round(sum(x for _, x in v) / len(v), 4)) for k, v in per.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.pack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -556,7 +572,13 @@ def main(argv: list[str] | None = None) -> int:
     ing.add_argument("archives", type=Path, nargs="+")
     ing.add_argument("--results", type=Path, default=RESULTS)
     ing.add_argument("--allow-other-version", action="store_true")
+    est = sub.add_parser("estimates", help="the ESTIMATES rows a pack's log measured (to update the table)")
+    est.add_argument("log", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "estimates":
+        for device, rows in measured_estimates(args.log).items():
+            print(f"{device!r}: {{" + ", ".join(f"{k!r}: {v}" for k, v in sorted(rows.items())) + "},")
+        return 0
     if args.command == "run":
         if args.budget < PACKAGING_RESERVE_S + 10:
             sys.exit(f"error: --budget must be at least {PACKAGING_RESERVE_S + 10} s")

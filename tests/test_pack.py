@@ -65,6 +65,8 @@ def test_smoke_window_end_to_end_then_ingest(tmp_path, data_root, capsys, monkey
     end = events[-1]
     assert end["event"] == "pack-end" and end["wall_s"] <= 90 + 5  # the budget holds (5 s for the last poll and stops)
     assert end["not-started"] > 0 and "not-started" in printed  # the budget stopped the queue
+    rows = pack.measured_estimates(out / "pack.log")["cpu"]
+    assert rows["fig1"][1] > 0 and rows["fig1"][0] > 0  # per-epoch and start-up seconds, for the ESTIMATES table
     manifest = archive_manifest(out / "p1_fig1.tgz")
     assert manifest["code_digest"] == pack.code_digest() and manifest["profile"] == "smoke"
     with tarfile.open(out / "p1_fig1.tgz") as tar:
