@@ -214,3 +214,19 @@ def test_source_runs_must_be_training_runs(compose_cfg, tmp_path):
     (folder / "config.yaml").write_text("")  # cut off by a kill
     with pytest.raises(train.RunConfigError, match="empty or cut off"):
         load_source_run(folder, torch.device("cpu"))
+
+
+def test_a_cut_off_config_is_said_and_an_unwritable_output_is_one_line(compose_cfg, tmp_path, capfd):
+    cfg = compose_cfg(*SMOKE, "arm=normal")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("")  # cut off by a kill before its first line
+    assert train.run(cfg)["epochs"] == 4
+    assert "empty or not a config" in capfd.readouterr().err
+    blocker = tmp_path / "a-file"  # an output path that cannot be a folder (root ignores read-only modes)
+    blocker.write_text("")
+    from analysis.__main__ import main as analysis_main
+
+    assert analysis_main(["export", "--runs", str(run_dir.parent), "--to", str(blocker / "records")]) == 1  # NotADirectoryError
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
