@@ -58,7 +58,7 @@ MUTATIONS = [
              "return torch.load(path, map_location=\"cpu\", weights_only=False)",
              "tests/test_rmt_cli.py -k not_checkpoints"),
     Mutation("no fallback to the previous checkpoint", "experiments/checkpoints.py",
-             "(run_dir / \"checkpoint.pt\", run_dir / \"checkpoint.prev.pt\")", "(run_dir / \"checkpoint.pt\",)",
+             "(run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV)", "(run_dir / CHECKPOINT,)",
              "tests/test_train.py::test_corrupt_checkpoint_falls_back_then_fails_clearly"),
     Mutation("W&B server not probed before an online run", "experiments/records.py",
              "                why = server_unreachable(server)", "                why = None",
