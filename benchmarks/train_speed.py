@@ -92,7 +92,8 @@ def main() -> None:
           f"{sum(p.numel() for p in base.parameters()):,} parameters, on {label}", flush=True)
 
     runner_model, bare_model, graph_model = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
-    runner_opt, bare_opt, graph_opt = (make_optimizer(m, cfg) for m in (runner_model, bare_model, graph_model))
+    runner_opt, bare_opt = make_optimizer(runner_model, cfg), make_optimizer(bare_model, cfg)
+    graph_opt = make_optimizer(graph_model, cfg, capturable=device.type == "cuda")
     state, graph_state = PruneState(), PruneState()
     state.bind(runner_model)
     graph_state.bind(graph_model)

@@ -24,7 +24,15 @@ from experiments.checkpoints import load_checkpoint
 from experiments.data import DataRequest, RunData, Split, build_data
 from experiments.errors import USER_ERRORS, RunConfigError
 from experiments.records import RunRecord
-from experiments.sweeps import discard_failed_run, exit_with_parent, holds_only_hydra_files, one_line, record_failure, run_folder
+from experiments.sweeps import (
+    SWEEP_PID_ENV,
+    discard_failed_run,
+    exit_with_parent,
+    holds_only_hydra_files,
+    one_line,
+    record_failure,
+    run_folder,
+)
 from rmt.models import MODEL_BUILDERS, model_from_checkpoint
 from rmt.runfolder import CONFIG_YAML, SUMMARY_JSON, RunFolderBusyError, RunFolderLock, read_config, run_kind
 
@@ -191,20 +199,23 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callab
     def job(cfg: DictConfig) -> object:
         hydra_cfg = HydraConfig.get()
         cfg.run_dir = str(run_folder(hydra_cfg.runtime.output_dir))
-        fresh = holds_only_hydra_files(Path(cfg.run_dir), hydra_cfg.job.name)
-        if "joblib" in str(OmegaConf.select(hydra_cfg, "launcher._target_") or "").lower():
-            exit_with_parent()  # a worker process: it must not outlive its sweep
+        sweep_pid = int(os.environ.get(SWEEP_PID_ENV, 0))
+        if sweep_pid and sweep_pid != os.getpid():
+            exit_with_parent(sweep_pid)  # a worker process of a sweep: it must not outlive it
+        lock = RunFolderLock(cfg.run_dir)  # the folder's only writer for the run's life
         try:
-            with RunFolderLock(cfg.run_dir):  # the folder's only writer for the run's life
-                result = run(cfg)
+            lock.acquire()
         except RunFolderBusyError as exc:  # another live run's folder: nothing in it is touched
             if hydra_cfg.mode != RunMode.MULTIRUN:
                 sys.exit(f"error: {exc}")
             print(record_failure(hydra_cfg.sweep.dir, hydra_cfg.job.num, list(hydra_cfg.overrides.task), exc, True),
                   file=sys.stderr)
             return None
+        try:
+            fresh = holds_only_hydra_files(Path(cfg.run_dir), hydra_cfg.job.name)
+            result = run(cfg)
         except Exception as exc:
-            if fresh:
+            if fresh:  # still under the lock: no other writer can be adding to the folder
                 discard_failed_run(Path(cfg.run_dir), OmegaConf.select(cfg, "paths.runs_dir"))
             user_error = isinstance(exc, (*USER_ERRORS, *extra_errors))
             if hydra_cfg.mode != RunMode.MULTIRUN:
@@ -214,6 +225,8 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callab
             print(record_failure(hydra_cfg.sweep.dir, hydra_cfg.job.num, list(hydra_cfg.overrides.task), exc, user_error),
                   file=sys.stderr)
             return None
+        finally:
+            lock.release()
         return report(result) if report is not None else None
 
     def main() -> None:

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rmt.runfolder import LOCK_FILE, METRICS_CSV, SUMMARY_JSON, atomic_write_text
+from rmt.runfolder import LOCK_FILE, METRICS_CSV, SUMMARY_JSON, atomic_write_text, read_csv_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLE_DIR = ROOT / ".pack"
@@ -121,6 +121,7 @@ class Unit:
     estimate_s: float = 0.0
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    archive: bool = True  # False: committed already, run again only as the source of a later step
 
 
 def code_digest(root: Path = ROOT) -> str:
@@ -271,23 +272,25 @@ def unit_command(unit: Unit, device: str, threads: int, runs_dir: Path, data_dir
     return [sys.executable, "-m", f"experiments.{unit.module}", *unit.args, *extra]
 
 
-def stop(unit: Unit) -> None:
-    """End a running unit: SIGTERM, then SIGKILL after 5 s."""
-    if unit.proc is None or unit.proc.poll() is not None:
-        return
-    unit.proc.send_signal(signal.SIGTERM)
-    try:
-        unit.proc.wait(5)
-    except subprocess.TimeoutExpired:
-        unit.proc.kill()
-        unit.proc.wait()
+def stop_all(units: list[Unit], grace_s: float = 5.0) -> None:
+    """End every running unit: SIGTERM to all at once, SIGKILL to those still running after `grace_s` in all."""
+    alive = [u for u in units if u.proc is not None and u.proc.poll() is None]
+    for u in alive:
+        u.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for u in alive:
+        try:
+            u.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            u.proc.kill()
+            u.proc.wait()
 
 
 def archive(groups: dict[str, list[Unit]], runs_dir: Path, out: Path, manifest: dict, log: Log) -> list[Path]:
     """One `<group>.tgz` per group with finished runs: their folders without checkpoints, and a manifest."""
     written = []
     for name, units in groups.items():
-        done = [u for u in units if u.state == "finished"]
+        done = [u for u in units if u.state == "finished" and u.archive]
         if not done:
             continue
         path = out / f"{name}.tgz"
@@ -346,6 +349,11 @@ def pack_run(out: Path, budget: float, profile: str, device: str, results: Path,
             elif u.dataset not in available:
                 u.state = "skipped"
                 log("skip", record=u.record, reason=f"dataset {u.dataset} is not in {data_dir}")
+        needed = {r for u in units if u.state == "waiting" for r in u.after}
+        for u in units:  # a committed run whose later step is not: its weights (never archived) are needed here
+            if u.state == "skipped" and u.record in needed and u.dataset in available:
+                u.state, u.archive = "waiting", False
+                log("rerun", record=u.record, reason="committed, but a later step needs its weights")
         for name in sorted({u.dataset for u in units if u.state == "waiting"}):  # unpacked once, before runs share it
             ensure_dataset(name, data_dir)
         n_slots = slots or parallel_slots(device_kind, threads)
@@ -353,8 +361,8 @@ def pack_run(out: Path, budget: float, profile: str, device: str, results: Path,
         schedule(units, n_slots, deadline, device_kind, device, threads, runs_dir, data_dir, env, graphs, log, scratch)
     finally:
         groups: dict[str, list[Unit]] = {}
+        stop_all(units)
         for u in units:
-            stop(u)
             groups.setdefault(u.group, []).append(u)
         written = archive(groups, runs_dir, out, manifest, log) if groups else []
         summary = {s: [u.record for u in units if u.state == s]
@@ -397,10 +405,12 @@ def schedule(units: list[Unit], slots: int, deadline: float, device_kind: str, d
         if not running and not waiting:
             return
         if now >= deadline:
-            for u in running:
-                stop(u)
-                u.state = "killed"
-                log("killed", record=u.record, reason="budget", ran_s=round(now - u.started, 1))
+            stop_all(running)
+            for u in running:  # one that ended on its own in the meantime keeps its record
+                u.state = "finished" if u.proc.returncode == 0 and finished(runs_dir / u.record) else "killed"
+                log("end" if u.state == "finished" else "killed", record=u.record, state=u.state, reason="budget",
+                    ran_s=round(now - u.started, 1), epochs=u.epochs, epoch_s=epoch_seconds(runs_dir / u.record),
+                    wall_s=round(now - u.started, 1))
             for u in waiting:
                 u.state = "not-started"
             log("not-started", records=len(waiting), reason="budget used up")
@@ -431,13 +441,8 @@ def schedule(units: list[Unit], slots: int, deadline: float, device_kind: str, d
 
 def epoch_seconds(folder: Path) -> float | None:
     """Mean seconds per epoch of a training record (metrics.csv's `time_s` over its epochs), None otherwise."""
-    import csv
-
-    path = folder / METRICS_CSV
-    if not path.is_file():
-        return None
-    rows = list(csv.DictReader(path.open()))
-    return round(float(rows[-1]["time_s"]) / len(rows), 4) if rows and "time_s" in rows[-1] else None
+    _, rows = read_csv_rows(folder / METRICS_CSV)  # a row cut off by a kill is dropped
+    return round(float(rows[-1]["time_s"]) / len(rows), 4) if rows and rows[-1].get("time_s") else None
 
 
 def dataset_present(root: Path, name: str) -> bool:
@@ -524,16 +529,21 @@ def ingest(archives: list[Path], results: Path, allow_other_version: bool) -> in
                         sys.exit(f"error: {path.name} holds an unsafe entry {m.name!r}; not ingested")
                 tar.extractall(tmp, members=members)
                 for record in manifest["records"]:
+                    parts = Path(record).parts
+                    if Path(record).is_absolute() or ".." in parts or len(parts) != 3 or not (Path(tmp) / record).is_dir():
+                        sys.exit(f"error: {path.name} lists a record {record!r} that is not one of its run folders; not ingested")
                     dest = results / record
                     if dest.exists():
                         print(f"kept {dest} (already there)")
                         continue
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copytree(Path(tmp) / record, dest)
+                    staging = dest.with_name(f".{dest.name}.ingest")  # a copy cut short never reads as a record
+                    shutil.rmtree(staging, ignore_errors=True)
+                    shutil.copytree(Path(tmp) / record, staging)
                     provenance = {k: manifest[k] for k in ("code_digest", "device", "gpu", "torch", "started")}
                     provenance.update(archive=path.name, ingested_by=ours,
                                       other_version=manifest["code_digest"] != ours)
-                    atomic_write_text(dest / "pack.json", json.dumps(provenance, indent=1) + "\n")
+                    atomic_write_text(staging / "pack.json", json.dumps(provenance, indent=1) + "\n")
+                    os.replace(staging, dest)
                     print(f"ingested {dest}")
     return 0
 

@@ -49,23 +49,37 @@ def holds_only_hydra_files(folder: Path, job_name: str) -> bool:
                                                            if p.name != LOCK_FILE)
 
 
+SWEEP_PID_ENV = "RMT_SWEEP_PID"  # set by a sweep's main process for its workers
 _watching = False
 
 
-def exit_with_parent(poll_s: float = 2.0) -> None:
-    """End this process when the process that started it ends (a joblib worker whose sweep was killed would train on
+def process_ended(pid: int) -> bool:
+    """True when `pid` no longer runs (gone, or a zombie waiting to be reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def exit_with_parent(sweep_pid: int, poll_s: float = 2.0) -> None:
+    """End this process when the sweep process `sweep_pid` ends (a joblib worker whose sweep was killed would train on
     unseen otherwise).  A run killed this way resumes from its last checkpoint; its writes are atomic."""
     global _watching
     if _watching:
         return
     _watching = True
-    parent = os.getppid()
 
     def watch() -> None:
         while True:
             time.sleep(poll_s)
-            if os.getppid() != parent:
-                print(f"error: the sweep that started this job (pid {parent}) has ended; stopping this job too "
+            if process_ended(sweep_pid):
+                print(f"error: the sweep that started this job (pid {sweep_pid}) has ended; stopping this job too "
                       f"(re-running the sweep resumes it from its last checkpoint)", file=sys.stderr, flush=True)
                 os._exit(1)
 
@@ -106,7 +120,7 @@ def sweep_jobs(config: DictConfig) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     merged: dict[str, str] = {str(k): f"{k}={v}" for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()}
-    for line in config.hydra.overrides.task:
+    for line in OmegaConf.to_container(config.hydra.overrides.task, resolve=False):  # as typed: ${...} unresolved
         merged[line.split("=", 1)[0].lstrip("+~")] = line
     choices = []
     for override in OverridesParser.create().parse_overrides(list(merged.values())):
@@ -124,7 +138,8 @@ def colliding_jobs(config: DictConfig) -> list[tuple[Path, list[list[str]]]]:
 
     folders: dict[Path, list[list[str]]] = defaultdict(list)
     for job in sweep_jobs(config):
-        cfg = compose(config_name=config.hydra.job.config_name, overrides=job, return_hydra_config=True)
+        hydra_overrides = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)
+        cfg = compose(config_name=config.hydra.job.config_name, overrides=[*hydra_overrides, *job], return_hydra_config=True)
         folders[Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)].append(job)
     return [(folder, jobs) for folder, jobs in folders.items() if len(jobs) > 1]
 
@@ -134,6 +149,7 @@ class SweepReport(Callback):
     failed job with the overrides that reproduce it and exit 1."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        os.environ[SWEEP_PID_ENV] = str(os.getpid())  # worker processes watch it (`exit_with_parent`)
         (Path(config.hydra.sweep.dir) / FAILED_JOBS).unlink(missing_ok=True)
         shared = colliding_jobs(config)
         if shared:

@@ -112,17 +112,30 @@ def merge_layer_rows(stats: list[dict], report: list[dict]) -> list[dict]:
     return list(by_layer.values())
 
 
-def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: DictConfig, capturable: bool = False) -> torch.optim.Optimizer:
     """`optim.name`: sgd (the papers'; L2 as weight decay, d/dw (l2 w^2) = 2 l2 w) or adamw (decoupled
-    `optim.weight_decay`).  L1 is added to the gradients in train_epoch."""
+    `optim.weight_decay`; `capturable` keeps its step count on the GPU, as a CUDA-graph step needs).  L1 is added to the
+    gradients in train_epoch."""
     if cfg.optim.name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=2 * cfg.reg.l2)
     if cfg.optim.name == "adamw":
         if cfg.reg.l2:
             raise RunConfigError("reg.l2 is an SGD weight decay; with optim=adamw set optim.weight_decay instead (reg=none or reg=l1...)")
-        on_cuda = next(model.parameters()).device.type == "cuda"  # capturable: its step count stays on the GPU (CUDA graphs)
-        return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, capturable=on_cuda)
+        return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, capturable=capturable)
     raise RunConfigError(f"optim.name must be sgd or adamw, got {cfg.optim.name!r}")
+
+
+def set_capturable(opt: torch.optim.Optimizer, capturable: bool) -> None:
+    """Switch an optimizer that has the flag (AdamW) to `capturable` after a checkpoint restored another value, moving
+    its step counts where that mode keeps them (the parameters' device, or the CPU)."""
+    for group in opt.param_groups:
+        if "capturable" not in group or group["capturable"] == capturable:
+            continue
+        group["capturable"] = capturable
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(p.device if capturable else "cpu", torch.float32)
 
 
 def train_epoch(model, opt, split, cfg: DictConfig, state: PruneState, dtype: torch.dtype, shuffle_seed: int,
@@ -205,6 +218,9 @@ def run(cfg: DictConfig) -> dict:
         raise RunConfigError(f"{run_dir} holds epochs of a run made with different settings (fingerprint in its config.yaml "
                              f"{found_config['fingerprint']} != {digest}; its checkpoints are gone, so it cannot resume). "
                              f"Use another name/seed, or delete that folder to start over.")
+    if ckpt is None and record.finished():
+        raise RunConfigError(f"{run_dir} holds a finished run without checkpoints (an exported or ingested record): there is "
+                             f"nothing to resume and retraining would replace it. Use another name/seed or runs folder.")
     if ckpt is not None:
         if ckpt["fingerprint"] != digest:
             raise RunConfigError(f"{run_dir} holds a run made with different settings (fingerprint {ckpt['fingerprint']} != {digest}). "
@@ -234,6 +250,7 @@ def run(cfg: DictConfig) -> dict:
     mirror = WandbMirror(run_dir, mode, cfg.logger.project, cfg.logger.entity, cfg.logger.group, f"{cfg.name}/{cfg.run_name}",
                          config, list(cfg.logger.tags) or None)
     graphed = graphs_usable(device, isinstance(data.train, TensorSplit), graph_setting)
+    set_capturable(opt, graphed)  # whatever the checkpoint's optimizer was made for
     epochs = settings["epochs"]
     steps = math.ceil(len(data.train) / cfg.train.batch_size)
     bar = tqdm(total=(epochs - start_epoch) * steps, desc=f"{cfg.name}/{cfg.run_name}", disable=not cfg.progress,
@@ -248,6 +265,7 @@ def run(cfg: DictConfig) -> dict:
         if capture_failure:
             warn_fallback(capture_failure)
             graphed = False
+            set_capturable(opt, False)
         if not math.isfinite(train_loss):  # nothing after this epoch would mean anything; its checkpoint is not saved
             raise RunConfigError(f"training diverged in epoch {epoch} (mean training loss {train_loss} at lr {lr:g}): "
                                  f"lower optim.lr or set optim.grad_clip")
@@ -259,7 +277,7 @@ def run(cfg: DictConfig) -> dict:
             result = pruner(model, state, f)
             report = result.layers
             if cfg.optim.reset_after_prune or result.rebuilt:  # new parameters need a new optimizer
-                opt = make_optimizer(model, cfg)
+                opt = make_optimizer(model, cfg, capturable=graphed)
                 state.bind(model)
         has_mp_columns = any("gof" in row for row in report)
         stats = layer_stats(model, cfg) if cfg.log_spectra and not has_mp_columns else []

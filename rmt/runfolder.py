@@ -142,12 +142,18 @@ def append_line(path: str | Path, line: str) -> None:
     path = Path(path)
     with path.open("a+b") as fh:
         size = fh.seek(0, os.SEEK_END)
-        if size:
-            start = max(0, size - 65536)
+        end = size
+        while end:  # back to the last newline (or the start): what follows it is a torn line
+            start = max(0, end - 65536)
             fh.seek(start)
-            tail = fh.read()
-            if not tail.endswith(b"\n"):
-                fh.truncate(start + tail.rfind(b"\n") + 1)
+            chunk = fh.read(end - start)
+            if end == size and chunk.endswith(b"\n"):
+                break
+            cut = chunk.rfind(b"\n")
+            if cut >= 0 or start == 0:
+                fh.truncate(start + cut + 1)
+                break
+            end = start
         fh.write(line.rstrip("\n").encode("utf-8") + b"\n")
         fh.flush()
         os.fsync(fh.fileno())

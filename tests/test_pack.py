@@ -97,6 +97,35 @@ def test_smoke_window_end_to_end_then_ingest(tmp_path, data_root, capsys, monkey
     first = manifest["records"][0]
     assert json.loads((tmp_path / "r2" / first / "pack.json").read_text())["other_version"] is True
 
+    hostile = tmp_path / "hostile.tgz"  # a manifest naming a record outside the archive's run folders
+    with tarfile.open(archives[0]) as src, tarfile.open(hostile, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name == "manifest.json":
+                data = json.dumps({**json.loads(data), "records": ["../../outside"]}).encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    with pytest.raises(SystemExit, match="not one of its run folders"):
+        pack.main(["ingest", str(hostile), "--results", str(tmp_path / "r3")])
+    assert not (tmp_path / "outside").exists()
+
+
+def test_a_committed_first_step_runs_again_for_its_later_step(tmp_path, data_root, monkeypatch):
+    committed = tmp_path / "results"
+    for record in ("p4/smoke/fc12-mnist-s0", "p4/smoke/fc12-fashion_mnist-s0"):  # trained in an earlier window
+        (committed / record).mkdir(parents=True)
+        (committed / record / "summary.json").write_text("{}")
+    monkeypatch.setattr(pack, "BUNDLE_DIR", tmp_path / "no-bundle")
+    monkeypatch.setattr(pack, "QUEUE", tuple(g for g in pack.QUEUE if g.name == "p4_fc12"))
+    monkeypatch.setenv("RMT_DATA_ROOT", str(data_root))
+    out = tmp_path / "out"
+    assert pack.main(["run", "--out", str(out), "--budget", "150", "--profile", "smoke", "--device", "cpu",
+                      "--results", str(committed), "--slots", "2", "--self-check-s", "1"]) == 0
+    events = [json.loads(line) for line in (out / "pack.log").read_text().splitlines()]
+    assert sorted(e["record"] for e in events if e["event"] == "rerun") == ["p4/smoke/fc12-fashion_mnist-s0", "p4/smoke/fc12-mnist-s0"]
+    limits = archive_manifest(out / "p4_fc12.tgz")["records"]
+    assert limits and all(r.startswith("p4_limit/") for r in limits)  # the re-run sources are not archived again
+
 
 def test_run_refuses_a_folder_with_files_and_a_tiny_budget(tmp_path):
     (tmp_path / "x").write_text("mine")

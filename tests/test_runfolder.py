@@ -57,6 +57,10 @@ def test_torn_last_lines_are_dropped_once_and_appends_start_fresh(tmp_path, caps
     assert err.count("cut-off line") == 2  # once per file
     append_line(jsonl, '{"epoch": 3}')
     assert read_jsonl(jsonl)[-1] == {"epoch": 3}
+    with jsonl.open("a") as fh:
+        fh.write('{"epoch": 4, "pad": "' + "x" * 200_000)  # a torn line longer than one read-back chunk
+    append_line(jsonl, '{"epoch": 4}')
+    assert [r["epoch"] for r in read_jsonl(jsonl)] == [1, 2, 3, 4]
 
 
 def test_resume_after_a_torn_metrics_line_and_a_killed_rewrite(compose_cfg, monkeypatch, capfd):
@@ -99,6 +103,25 @@ def test_a_second_run_into_a_busy_folder_is_refused_untouched(tmp_path, data_roo
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "being written by another run" in done.stderr and not (run_dir / "metrics.jsonl").exists()
+
+
+def test_a_finished_record_without_checkpoints_is_not_retrained(compose_cfg):
+    cfg = compose_cfg(*SMOKE, "arm=rmt")
+    train.run(cfg)
+    run_dir = Path(cfg.run_dir)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):  # as exported to results/ or ingested from a pack
+        (run_dir / name).unlink()
+    with pytest.raises(train.RunConfigError, match="finished run without checkpoints"):
+        train.run(compose_cfg(*SMOKE, "arm=rmt"))
+    assert (run_dir / "summary.json").exists() and len(metrics(run_dir)) == 4
+
+
+def test_sweep_into_distinct_hydra_subdirs_is_not_refused(tmp_path, data_root):
+    args = [sys.executable, "-m", "experiments.train", "-m", "seed=0,1", "run_name=fixed", "hydra.sweep.subdir=s${seed}",
+            "profile=smoke", f"hydra.sweep.dir={tmp_path / 'sweep'}", "logger=local", "progress=false", f"paths.data_dir={data_root}"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "sweep" / "s0" / "summary.json").exists() and (tmp_path / "sweep" / "s1" / "summary.json").exists()
 
 
 def test_sweep_into_shared_folders_is_refused_before_any_job(tmp_path, data_root):
@@ -176,7 +199,7 @@ def test_figures_count_only_finished_distinct_runs(compose_cfg, tmp_path, capsys
 def test_a_sweep_worker_ends_with_its_sweep(tmp_path):
     """A joblib worker watches its parent: killed sweep, stopped worker (not a silent second writer later)."""
     ready = tmp_path / "watching"
-    worker_code = (f"import pathlib, time; from experiments.sweeps import exit_with_parent; exit_with_parent(0.2); "
+    worker_code = (f"import os, pathlib, time; from experiments.sweeps import exit_with_parent; exit_with_parent(os.getppid(), 0.2); "
                    f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)")
     code = (f"import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', {worker_code!r}]); "
             f"print(child.pid, flush=True); time.sleep(60)")

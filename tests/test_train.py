@@ -342,7 +342,7 @@ def graph_vs_eager(compose_cfg, *overrides: str, epochs: int = 3, prune: bool = 
         model = build_model("fc", hidden=[64, 64], input_shape=(1, 28, 28), num_classes=10).cuda()
         state = PruneState()
         state.bind(model)
-        opt = train.make_optimizer(model, cfg)
+        opt = train.make_optimizer(model, cfg, capturable=graphed)
         pruner = make_pruner("mp_svd", keep_fraction=0.5, schedule="constant", min_rank={"5": 10}) if prune else None
         losses, memory = [], []
         for epoch in range(1, epochs + 1):
@@ -353,7 +353,7 @@ def graph_vs_eager(compose_cfg, *overrides: str, epochs: int = 3, prune: bool = 
             if pruner is not None:  # new shapes every epoch: the next epoch must capture afresh
                 result = pruner(model, state, 0.5)
                 if result.rebuilt:
-                    opt = train.make_optimizer(model, cfg)
+                    opt = train.make_optimizer(model, cfg, capturable=graphed)
                     state.bind(model)
             torch.cuda.synchronize()
             memory.append(torch.cuda.memory_allocated())
