@@ -34,7 +34,7 @@ from experiments.sweeps import (
     run_folder,
 )
 from rmt.models import MODEL_BUILDERS, model_from_checkpoint
-from rmt.runfolder import CONFIG_YAML, SUMMARY_JSON, RunFolderBusyError, RunFolderLock, read_config, run_kind
+from rmt.runfolder import CONFIG_YAML, RunFolderBusyError, RunFolderLock, read_config, run_kind
 
 T = TypeVar("T")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -178,7 +178,7 @@ def begin_record(cfg: DictConfig, kind: str, **extra) -> RunRecord:
     first: until this run writes its own, the folder reads as unfinished."""
     record = RunRecord(cfg.run_dir)
     record.claim(kind)
-    (record.dir / SUMMARY_JSON).unlink(missing_ok=True)
+    record.discard_results()
     record.begin({**OmegaConf.to_container(cfg, resolve=True), **extra}, kind)
     return record
 

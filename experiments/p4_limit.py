@@ -30,7 +30,6 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from experiments.common import begin_record, evaluate, hydra_entry, load_source_run, setup_numerics, weights_digest
-from experiments.data import build_data
 from experiments.errors import RunConfigError
 from experiments.validation import P4_LIMIT_RULES, check_config
 from rmt.analyze import analyze

@@ -137,8 +137,8 @@ def colliding_jobs(config: DictConfig) -> list[tuple[Path, list[list[str]]]]:
     from hydra import compose
 
     folders: dict[Path, list[list[str]]] = defaultdict(list)
+    hydra_overrides = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)
     for job in sweep_jobs(config):
-        hydra_overrides = OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)
         cfg = compose(config_name=config.hydra.job.config_name, overrides=[*hydra_overrides, *job], return_hydra_config=True)
         folders[Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)].append(job)
     return [(folder, jobs) for folder, jobs in folders.items() if len(jobs) > 1]

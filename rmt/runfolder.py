@@ -256,18 +256,8 @@ class RunFolder:
     def config(self) -> dict | None:
         return read_config(self.dir)
 
-    def kind(self) -> str | None:
-        return run_kind(self.config())
-
-    def summary(self) -> dict | None:
-        path = self.dir / SUMMARY_JSON
-        return json.loads(path.read_text()) if path.exists() else None
-
     def finished(self) -> bool:
         return (self.dir / SUMMARY_JSON).exists()
-
-    def lock(self) -> RunFolderLock:
-        return RunFolderLock(self.dir)
 
     def write_config(self, config: dict) -> None:
         import yaml

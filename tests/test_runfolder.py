@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import experiments.train as train
+from experiments.sweeps import process_ended
 from rmt.runfolder import (
     LOCK_FILE,
     RunFolderBusyError,
@@ -205,25 +206,17 @@ def test_a_sweep_worker_ends_with_its_sweep(tmp_path):
             f"print(child.pid, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     worker = int(parent.stdout.readline())
-    while not ready.exists() and running(worker):  # the worker watches from its start
+    while not ready.exists() and not process_ended(worker):  # the worker watches from its start
         time.sleep(0.1)
     parent.kill()
     parent.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and running(worker):
+    while time.time() < deadline and not process_ended(worker):
         time.sleep(0.2)
-    if running(worker):
+    if not process_ended(worker):
         os.kill(worker, 9)
         pytest.fail("the worker outlived its parent by 10 s")
 
-
-def running(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie (an orphan's exit may be reaped late)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
 
 
 def test_source_runs_must_be_training_runs(compose_cfg, tmp_path):
