@@ -25,13 +25,13 @@ from experiments.data import DataRequest, RunData, Split, build_data
 from experiments.errors import USER_ERRORS, RunConfigError
 from experiments.records import RunRecord
 from experiments.sweeps import (
-    SWEEP_PID_ENV,
     discard_failed_run,
     exit_with_parent,
     holds_only_hydra_files,
     one_line,
     record_failure,
     run_folder,
+    sweep_to_watch,
 )
 from rmt.models import MODEL_BUILDERS, model_from_checkpoint
 from rmt.runfolder import CONFIG_YAML, RunFolderBusyError, RunFolderLock, read_config, run_kind
@@ -199,9 +199,9 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callab
     def job(cfg: DictConfig) -> object:
         hydra_cfg = HydraConfig.get()
         cfg.run_dir = str(run_folder(hydra_cfg.runtime.output_dir))
-        sweep_pid = int(os.environ.get(SWEEP_PID_ENV, 0))
-        if sweep_pid and sweep_pid != os.getpid():
-            exit_with_parent(sweep_pid)  # a worker process of a sweep: it must not outlive it
+        sweep_pid = sweep_to_watch()
+        if sweep_pid is not None:
+            exit_with_parent(sweep_pid)  # a local worker process of a sweep: it must not outlive it
         lock = RunFolderLock(cfg.run_dir)  # the folder's only writer for the run's life
         try:
             lock.acquire()

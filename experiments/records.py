@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,8 @@ from rmt.runfolder import ENV_JSON, RunFolder, atomic_write_text, run_kind
 
 
 def environment_info() -> dict[str, Any]:
-    """Versions, git commit and device of the machine running the code."""
+    """Versions, git commit and device of the machine running the code; under SLURM also the job (array job and
+    task ids, restart count after a requeue, partition, node)."""
     import torch
 
     versions = {}
@@ -50,7 +52,12 @@ def environment_info() -> dict[str, Any]:
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",  # present; a run records what it used
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        **({"slurm": {k: os.environ[f"SLURM_{k.upper()}"] for k in SLURM_FIELDS if f"SLURM_{k.upper()}" in os.environ}}
+           if "SLURM_JOB_ID" in os.environ else {}),
     }
+
+
+SLURM_FIELDS = ("job_id", "array_job_id", "array_task_id", "restart_count", "job_partition", "job_nodelist")  # env.json
 
 
 def wandb_server() -> str:
@@ -199,6 +206,14 @@ class RunRecord(RunFolder):
         earlier sessions' environments are kept in its `earlier` list, each with the epoch it started after."""
         self.write_config({"kind": kind, **config})
         self.write_env(numerics, resumed_after)
+        self.began = time.monotonic()
+
+    def write_summary(self, summary: dict) -> None:
+        """The summary, with `wall_time_s` (seconds since `begin`) where the runner does not time itself: the run time
+        that docs/REPRODUCTION.md reports for the record."""
+        if "wall_time_s" not in summary and getattr(self, "began", None) is not None:
+            summary = {**summary, "wall_time_s": round(time.monotonic() - self.began, 2)}
+        super().write_summary(summary)
 
     def write_env(self, numerics: dict | None = None, resumed_after: int = 0) -> None:
         env = {**environment_info(), "started_after_epoch": resumed_after}

@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -65,6 +66,16 @@ def process_ended(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def sweep_to_watch() -> int | None:
+    """The pid of the sweep process this job must not outlive: set (as host:pid) by the sweep for its workers on the
+    same host; None for a single run, the sweep process itself, and a job a scheduler runs (SLURM: the job belongs to
+    the cluster and may run after the submitting process is gone, e.g. when requeued)."""
+    host, _, pid = os.environ.get(SWEEP_PID_ENV, "").rpartition(":")
+    if not pid or "SLURM_JOB_ID" in os.environ or host != socket.gethostname() or int(pid) == os.getpid():
+        return None
+    return int(pid)
 
 
 def exit_with_parent(sweep_pid: int, poll_s: float = 2.0) -> None:
@@ -149,7 +160,13 @@ class SweepReport(Callback):
     failed job with the overrides that reproduce it and exit 1."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        os.environ[SWEEP_PID_ENV] = str(os.getpid())  # worker processes watch it (`exit_with_parent`)
+        from experiments.slurm import SlurmRequestError, before_slurm_sweep
+
+        try:
+            before_slurm_sweep(config)  # a SLURM request no node can grant fails here, before any submission
+        except SlurmRequestError as exc:
+            sys.exit(f"error: {exc}. No job was submitted.")
+        os.environ[SWEEP_PID_ENV] = f"{socket.gethostname()}:{os.getpid()}"  # local workers watch it (`exit_with_parent`)
         (Path(config.hydra.sweep.dir) / FAILED_JOBS).unlink(missing_ok=True)
         shared = colliding_jobs(config)
         if shared:
