@@ -23,15 +23,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.esd import measure_p2_ex4_4_esd
+from analysis.p1_mag import measure_mag_sweep
 from analysis.p1_var import variance_by_epoch
+from analysis.p1_variants import (ABLATION_LABELS, ABLATION_RULE, CNN_RULE, ablation_finals, ablation_parts, cnn_verdict,
+                                  measure_p1_ablation_authors_baseline, measure_p1_cnn_authors_schedule)
+from analysis.p3_regression import measure_p3_regression
 from analysis.p3_vit import p3_table
+from analysis.p3_vit_mp import measure_p3_vit_mp
 from analysis.p3_vit import verdict as demo_reductions
 from analysis.randomness import load_layers, monotonicity_table
 from analysis.runs import load_runs, run_dirs
 from analysis.tables import p2_parameter_table
-from analysis.verdicts import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, Outcome, Part, binomial_se, combine,
+from analysis.verdicts import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, Outcome, Part, combine,
                                interval_verdict, not_run, paired_mean_interval, share, std_ratio_interval)
-from rmt.runfolder import CONFIG_YAML, CURVE_CSV, LAYERS_CSV, METRICS_CSV, SPECTRA_CSV, SUMMARY_JSON, read_config
+from rmt.runfolder import CURVE_CSV, LAYERS_CSV, SPECTRA_CSV, SUMMARY_JSON, read_config
 
 TEMPLATE = Path("docs/reproduction/template.md")
 DOCUMENT = Path("docs/REPRODUCTION.md")
@@ -268,7 +274,7 @@ def variance_outcome(root: Path) -> Outcome:
                f"[{ratio.low:.2f}, {ratio.high:.2f}]**, F-test p = {ratio.p_value:.2f}; during training: "
                + ", ".join(f"epoch {r.epoch} {r.std_ratio:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" for r in shown.itertuples())
                + f"; paired accuracy difference {pp(diff.mean)} [{pp(diff.low)}, {pp(diff.high)}]; pruned parameters "
-               f"{span(params, num)} of {num(df['params_start'].iloc[0])} (figure: `p1_var_ratio.png`)")
+               f"{span(params, num)} of {num(df['params_start'].iloc[0])} (std ratio per epoch with its interval: `p1_var_ratio.png`)")
     parts = (Part("variance decreases", interval_verdict(ratio.low, ratio.high, claim_below=1.0),
                   f"ratio {ratio.ratio:.2f} [{ratio.low:.2f}, {ratio.high:.2f}]"),
              Part("accuracy increases", interval_verdict(diff.low, diff.high, claim_above=0.0),
@@ -281,10 +287,6 @@ register("P1-var/resplit-factors", variance_outcome, "variants", "resplit-factor
 
 
 # ---------------------------------------------------------------------------------------------------- P1 CNN
-CNN_RULE = ("r = 1 − final parameters pruned / normal, Δ = final test accuracy pruned − normal; **reproduced**: r ≥ 50 % "
-            "('drastic') and Δ ≥ −1 pp; **partly**: 20 % ≤ r < 50 % and Δ ≥ −1 pp; otherwise **not reproduced**")
-
-
 def cnn_outcome(root: Path) -> Outcome:
     if not root.exists():
         return not_run(CNN_RULE, "not run: no records")
@@ -302,86 +304,46 @@ def cnn_outcome(root: Path) -> Outcome:
                f"{eff['prune_epochs']}: final test {pct(t['normal_final'])} % normal, {pct(t['rmt_final'])} % pruned; "
                f"parameters {num(t['params_normal'])} → {num(t['params_rmt'])}; rank of the {eff['sizes'][1]}×{eff['sizes'][0]} "
                f"layer by epoch: {ranks}")
-    verdict = (REPRODUCED if r >= 0.5 and d >= -0.01 else PARTLY if r >= 0.2 and d >= -0.01 else NOT_REPRODUCED)
+    verdict = cnn_verdict(r, d)
     return Outcome(verdict, CNN_RULE, numbers, (Part("drastic reduction without loss", verdict, f"r = {100 * r:.1f} %, Δ = {pp(d)}"),))
 
 
 register("P1-cnn/quick", cnn_outcome, "p1_cnn", "quick")
 register("P1-cnn/resplit-factors", cnn_outcome, "variants", "resplit-factors", "p1_cnn", "quick")
+register("P1-cnn/authors-schedule", lambda root: measure_p1_cnn_authors_schedule(root.parents[3]),
+         "variants", "p1-cnn-authors-schedule", "p1_cnn", "quick")
 
 
 # ---------------------------------------------------------------------------------------------------- P1 magnitude
-MAG_LEVELS_PP = (1.0, 2.0, 5.0)
-MAG_RULE = ("for accuracy levels 1, 2 and 5 pp below the unpruned net's accuracy: the fewest non-zero parameters with "
-            "which each curve (magnitude thresholds on the unpruned net; on the MP-pruned net) reaches the level; "
-            "**reproduced**: MP + magnitude needs ≤ 0.8× the non-zeros of magnitude alone at every level ('far fewer'); "
-            "**partly**: fewer at some level; **not reproduced**: never fewer")
-
-
-def magnitude_outcome(run: Path) -> Outcome:
-    path = run / "magnitude_sweep.csv"
-    if not path.exists():
-        return not_run(MAG_RULE, "not run: no records")
-    df = pd.read_csv(path)
-    dense = summary(run)["normal"]["test_acc"]
-    cells, ratios = [], []
-    for level_pp in MAG_LEVELS_PP:
-        level = dense - level_pp / 100
-        need = {}
-        for arm, g in df.groupby("arm"):
-            ok = g[g["test_acc"] >= level]
-            need[arm] = int(ok["nonzero_params"].min()) if len(ok) else None
-        if need.get("rmt") is None:
-            cells.append(f"≥ {pct(level)} %: magnitude alone {num(need['normal'])}, MP + magnitude never")
-            ratios.append(float("inf"))
-        else:
-            cells.append(f"≥ {pct(level)} %: magnitude alone {num(need['normal'])}, MP + magnitude {num(need['rmt'])}")
-            ratios.append(need["rmt"] / need["normal"])
-    best = df.groupby("arm")["test_acc"].max()
-    numbers = (f"unpruned net {pct(dense)} %; fewest non-zeros to reach " + "; ".join(cells)
-               + f"; best accuracy of the sweep: magnitude alone {pct(best['normal'])} %, MP + magnitude {pct(best['rmt'])} %")
-    verdict = REPRODUCED if all(r <= 0.8 for r in ratios) else PARTLY if any(r < 1 for r in ratios) else NOT_REPRODUCED
-    evidence = "non-zeros MP + magnitude / magnitude alone: " + ", ".join(
-        "never reached" if r == float("inf") else f"{r:.2f}×" for r in ratios)
-    return Outcome(verdict, MAG_RULE, numbers, (Part("far fewer non-zeros at the same accuracy", verdict, evidence),))
-
-
-register("P1-mag/quick", magnitude_outcome, "p1_mag", "quick", "fig1b")
-register("P1-mag/resplit-factors", magnitude_outcome, "variants", "resplit-factors", "p1_mag", "quick", "fig1b")
+register("P1-mag/quick", lambda root: measure_mag_sweep(root, "Fig. 1 (b) nets"), "p1_mag", "quick", "fig1b")
+register("P1-mag/resplit-factors", lambda root: measure_mag_sweep(root, "Fig. 1 (b) nets"),
+         "variants", "resplit-factors", "p1_mag", "quick", "fig1b")
+register("P1-mag/cnn", lambda root: measure_mag_sweep(root, "P1 CNN quick nets"), "p1_mag", "quick", "cnn")
 
 
 # ---------------------------------------------------------------------------------------------------- P1 ablation
-ABLATION_SERIES = {"normal+none": "none", "rmt+none": "MP only", "normal+l1l2": "L1+L2 only", "rmt+l1l2": "MP + L1+L2",
-                   "rmt+l2": "MP + L2", "normal+l2": "L2 only"}
-ABLATION_RULE = ("final test accuracy of MP + L1+L2 minus that of the unregularised, unpruned net ('none'); the paper "
-                 "reports +18.9 pp; **reproduced**: gain ≥ 5 pp and MP + L1+L2 the best variant; **partly**: gain > 2 "
-                 "binomial standard errors of the difference (single seed, 10,000 test images); **not reproduced** otherwise")
-
-
 def ablation_outcome(root: Path) -> Outcome:
-    if not root.exists():
+    finals = ablation_finals(root) if root.exists() else None
+    if finals is None:
         return not_run(ABLATION_RULE, "not run: no records")
     df = load_runs(root)
     last = df[df["epoch"] == df["epoch"].max()].set_index("series")
-    order = [s for s in ABLATION_SERIES if s in last.index]
+    order = ("normal+none", "rmt+none", "normal+l1l2", "rmt+l1l2", "rmt+l2", "normal+l2")
     numbers = (f"Fashion-MNIST {json.loads(last['topology_start'].iloc[0])}, {int(df['epoch'].max())} epochs; final test "
-               "(train): " + ", ".join(f"{ABLATION_SERIES[s]} {pct(last.loc[s, 'test_acc'])} ({pct(last.loc[s, 'train_acc'])})"
-                                      for s in order) + " %; parameters of the MP arms at the end: "
-               + ", ".join(f"{ABLATION_SERIES[s]} {num(last.loc[s, 'params'])}" for s in order if s.startswith("rmt"))
+               "(train): " + ", ".join(f"{ABLATION_LABELS[s]} {pct(finals[s][0])} ({pct(finals[s][1])})" for s in order)
+               + " %; parameters of the MP arms at the end: "
+               + ", ".join(f"{ABLATION_LABELS[s]} {num(last.loc[s, 'params'])}" for s in order if s.startswith("rmt"))
                + f" of {num(last['params_start'].iloc[0])}")
-    gain = last.loc["rmt+l1l2", "test_acc"] - last.loc["normal+none", "test_acc"]
-    se = np.hypot(binomial_se(last.loc["rmt+l1l2", "test_acc"], 10_000), binomial_se(last.loc["normal+none", "test_acc"], 10_000))
-    best = last["test_acc"].idxmax() == "rmt+l1l2"
-    verdict = REPRODUCED if gain >= 0.05 and best else PARTLY if gain > 2 * se else NOT_REPRODUCED
-    spread = last["test_acc"].max() - last["test_acc"].min()
-    return Outcome(verdict, ABLATION_RULE, numbers,
-                   (Part("MP + L1+L2 ≫ none", verdict, f"gain {pp(gain)} (2 SE = {100 * 2 * se:.2f} pp); all variants within "
-                                                       f"{100 * spread:.2f} pp"),),
-                   {"spread": f"{100 * spread:.2f} pp", "none": pct(last.loc["normal+none", "test_acc"])})
+    parts = ablation_parts(finals, 10_000)
+    spread = max(v[0] for v in finals.values()) - min(v[0] for v in finals.values())
+    return Outcome(combine(parts), ABLATION_RULE, numbers, parts,
+                   {"spread": f"{100 * spread:.2f} pp", "none": pct(finals["normal+none"][0])})
 
 
 register("P1-ablation/quick", ablation_outcome, "p1_fmnist_ablation", "quick")
 register("P1-ablation/resplit-factors", ablation_outcome, "variants", "resplit-factors", "p1_fmnist_ablation", "quick")
+register("P1-ablation/authors-baseline", lambda root: measure_p1_ablation_authors_baseline(root.parents[3]),
+         "variants", "p1-ablation-authors-baseline", "p1_fmnist_ablation", "quick")
 
 
 # ---------------------------------------------------------------------------------------------------- P1 confidence
@@ -637,6 +599,11 @@ for _profile in ("quick", "paper"):
     register(f"P3-loss/{_profile}", loss_outcome, "p3_loss", _profile, "from-l2_strong-s0")
 
 
+register("P3-regression/paper", measure_p3_regression, "p3_regression", "paper")
+register("P2-esd/quick", lambda root: measure_p2_ex4_4_esd(root.parents[1]), "p2_esd", "quick")
+register("P3-vit-mp/quick", lambda root: measure_p3_vit_mp(root.parents[1]), "p3_vit_mp", "quick")
+
+
 # ---------------------------------------------------------------------------------------------------- P4
 LIMIT_RULE = ("per net, |predicted p* − actual limit| (actual: the largest ratio whose accuracy is ≥ dense) ≤ 0.02, our "
               "reading of 'coincide very well'; all nets: **reproduced**; some: **partly**; none: **not reproduced**")
@@ -752,7 +719,7 @@ def demo_outcome(run: Path) -> Outcome:
             f"{100 * r.reduction:.1f} %: {pct(r.top1)} → {pct(r.top1_ft)}" for r in g.itertuples() if pd.notna(r.top1_ft)))
     lat = table.set_index("start")
     structured = table[table["method"] == "structured_mp"].sort_values("reduction")
-    numbers += (f". Top-1 without → with fine-tuning: " + "; ".join(ft_cells) + f"; the dense model fine-tuned alike "
+    numbers += (". Top-1 without → with fine-tuning: " + "; ".join(ft_cells) + f"; the dense model fine-tuned alike "
                 f"{pct(dense['top1_ft'])} %. Structured MP latency at batch 1: " + ", ".join(f"{v:.2f}" for v in structured["latency_b1_ms"])
                 + f" ms vs dense {lat.loc['dense', 'latency_b1_ms']:.2f} ms; speed-up at batch 256: "
                 + ", ".join(f"{v:.2f}×" for v in structured["speedup_large_batch"]))

@@ -146,3 +146,8 @@ def paired_mean_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> M
 def binomial_se(accuracy: float, n: int) -> float:
     """Standard error of an accuracy measured on n independent test examples."""
     return float(np.sqrt(accuracy * (1 - accuracy) / n))
+
+
+def signed(x: float, unit: str = " pp") -> str:
+    """A signed difference with 2 decimals and a true minus sign (x already in the unit's scale)."""
+    return f"{x:+.2f}{unit}".replace("-", "−")

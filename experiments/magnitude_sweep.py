@@ -1,10 +1,14 @@
 """P1 magnitude sweep: accuracy vs number of non-zero parameters after post-training magnitude pruning.
 
     python -m experiments.magnitude_sweep [normal_run=<run folder>] [rmt_run=<run folder>]
+    python -m experiments.magnitude_sweep run_name=cnn threshold_scale=20 \
+        normal_run=runs/p1_cnn/quick/normal-s0 rmt_run=runs/p1_cnn/quick/rmt-s0        # the P1 CNN's sweep
 
-For thresholds t_k = 1 / (1 + k), k = 0 .. k_max - 1 (P1), every Linear / Conv2d weight entry with
-|w| < t_k is set to zero in a copy of each trained net (the unpruned and the MP-pruned one), and the
-test accuracy and the number of non-zero parameters are recorded.  Writes `magnitude_sweep.csv`.
+For thresholds t_k = 1 / (threshold_scale * (1 + k)), k = 0 .. k_max - 1 (P1 FC code: scale 1, so 1 .. 0.02;
+P1 CNN code: scale 20, so 0.05 .. 0.001), every Linear / Conv2d weight entry (conv kernels and the factors of
+split layers included) with |w| < t_k is set to zero in a copy of each trained net (the unpruned and the MP-pruned
+one), and the test accuracy and the number of non-zero parameters (over all parameters, biases included)
+are recorded.  Writes `magnitude_sweep.csv`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ def run(cfg: DictConfig) -> dict:
         weights = [m.weight for _, m in spectral_layers(model)]
         originals = [w.clone() for w in weights]
         for k in range(cfg.k_max):
-            threshold = 1.0 / (1 + k)
+            threshold = 1.0 / (cfg.threshold_scale * (1 + k))
             for w, orig in zip(weights, originals):
                 w.copy_(torch.where(orig.abs() < threshold, torch.zeros_like(orig), orig))
             rows.append({"arm": arm, "k": k, "threshold": threshold, "nonzero_params": count_nonzero(model),

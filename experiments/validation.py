@@ -108,9 +108,15 @@ SYNTHETIC_RULES = (
     Rule("alpha_grid", float, 0, 0.5, above=True, below=True, each=True), Rule("beta_grid", float, 0, 1, above=True, below=True, each=True),
 )
 
+MP_FITS_RULES = (
+    *COMMON_RULES, *mp_fit_rules(), Rule("gof_threshold", float, 0, above=True),
+    Rule("alpha_grid", float, 0, 0.5, above=True, below=True, each=True), Rule("budget_cycle", int, 1),
+    Rule("null_draws", int, 2),
+)
+
 RANK_SWEEP_RULES = (*COMMON_RULES, *mp_fit_rules(), Rule("ranks.start", int, 0), Rule("ranks.stop", int, 1), Rule("ranks.step", int, 1))
 
-MAGNITUDE_SWEEP_RULES = (*COMMON_RULES, Rule("k_max", int, 1))
+MAGNITUDE_SWEEP_RULES = (*COMMON_RULES, Rule("k_max", int, 1), Rule("threshold_scale", float, 0, above=True))
 
 RANDOMNESS_REMOVAL_RULES = (
     *COMMON_RULES, *mp_fit_rules(), Rule("lambda_l2", float, 0, optional=True), Rule("noise_draws", int, 1),
@@ -118,6 +124,19 @@ RANDOMNESS_REMOVAL_RULES = (
 )
 
 CONFIDENCE_BOUND_RULES = (*COMMON_RULES, *mp_fit_rules())
+
+P3_REGRESSION_RULES = (
+    *COMMON_RULES, Rule("dtype", str, choices=("float32", "float64")), Rule("problem.dim", int, 1), Rule("problem.max_frequency", int, 1),
+    Rule("problem.features", int, 2), Rule("problem.outputs", int, 2), Rule("problem.modes", int, 1),
+    Rule("problem.mix", str, choices=("orthogonal", "none")), Rule("problem.noise", float, 0),
+    Rule("problem.n_train", int, 2), Rule("problem.n_test", int, 1), Rule("train.epochs", int, 1), Rule("train.batch_size", int, 1),
+    Rule("optim.lr", float, 0, above=True), Rule("optim.momentum", float, 0, 1), Rule("optim.lr_decay", float, 0, above=True),
+    Rule("optim.decay_every", int, 1), Rule("pruning.method", str, choices=("mp_svd",)), *mp_fit_rules("pruning."),
+    Rule("pruning.gof_threshold", float, 0, above=True), Rule("pruning.every", int, 1),
+    Rule("pruning.schedule", str, choices=("linear", "constant")), Rule("pruning.keep_horizon", float, 0, above=True),
+    Rule("pruning.keep_fraction", float, 0, 1), Rule("pruning.resplit", str, choices=("product", "factors")),
+    Rule("reg.grid", float, 0, above=True, each=True), Rule("reg.val_fraction", float, 0, 1, above=True, below=True),
+)
 
 P3_PRUNE_RULES = (
     *COMMON_RULES, Rule("dtype", str, choices=("float32", "float64")), Rule("cycles", int, 1), Rule("eval_batch_size", int, 1),

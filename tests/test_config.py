@@ -59,12 +59,13 @@ def test_unknown_key_and_group_fail_clearly():
 
 
 @pytest.mark.parametrize("launcher,target", [("joblib", "JoblibLauncher"), ("submitit_local", "LocalLauncher"),
-                                             ("slurm", "SlurmLauncher")])
+                                             ("slurm", "SlurmLauncher"), ("slurm_gpu", "SlurmLauncher")])
 def test_launchers_compose(launcher, target):
     c = cfg("experiment=fig1", f"hydra/launcher={launcher}", hydra=True)
     assert c.hydra.launcher._target_.endswith(target)
-    if launcher == "slurm":
-        assert c.hydra.launcher.gpus_per_node == 1 and c.hydra.launcher.timeout_min == 720
+    if launcher.startswith("slurm"):  # a CPU node by default, one GPU with slurm_gpu; requeued on a time limit
+        assert c.hydra.launcher.gpus_per_node == (launcher == "slurm_gpu") and c.hydra.launcher.timeout_min == 720
+        assert c.hydra.launcher.max_num_timeout > 0 and c.hydra.launcher.signal_delay_s > 0
 
 
 def test_make_data_honours_rmt_data_root():

@@ -150,17 +150,22 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted
         while time.monotonic() < deadline and len((run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []) < 3:
             time.sleep(0.2)
         job = json.loads((run / "env.json").read_text())["slurm"]["job_id"]
-        subprocess.run(["scancel", "--signal=USR2", job], check=True)  # what SLURM sends before the limit
-        while subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], capture_output=True, text=True).stdout.strip() != "BeginTime":
-            assert sweep.poll() is None and time.monotonic() < deadline, "the job was not requeued"
-            time.sleep(0.2)
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip SLURM's requeue hold
+
+        def requeued_then_released(interrupt: list[str]) -> None:
+            subprocess.run(interrupt, check=True)
+            while subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], capture_output=True, text=True).stdout.strip() != "BeginTime":
+                assert sweep.poll() is None and time.monotonic() < deadline, f"the job was not requeued by {interrupt}"
+                time.sleep(0.2)
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip SLURM's requeue hold
+
+        requeued_then_released(["scancel", "--signal=USR2", job])  # what SLURM sends before the limit or on preemption
         assert sweep.wait(timeout=300) == 0, sweep.stdout.read()
     finally:
         if sweep.poll() is None:
             sweep.kill()
     env = json.loads((run / "env.json").read_text())
-    assert env["slurm"]["restart_count"] == "1" and env["started_after_epoch"] >= 2, env
+    assert env["slurm"]["restart_count"] == "1" and env["earlier"][0]["started_after_epoch"] == 0, env
+    assert env["started_after_epoch"] >= 2, env  # resumed from its checkpoint, not restarted
     reference = tmp_path / "local"
     subprocess.run([PY, "-m", "experiments.train", *args, f"paths.runs_dir={reference}"], cwd=ROOT, check=True,
                    capture_output=True, timeout=300)
