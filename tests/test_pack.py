@@ -25,7 +25,7 @@ def test_queue_expands_every_run_with_its_record_and_order(tmp_path, data_root):
     fig1 = [u for u in units if u.group == "p1_fig1"]
     assert len(fig1) == 10 and {u.record.split("/")[-1] for u in fig1} >= {"fig1a-normal-s0", "fig1e-rmt-s1"}
     assert all(u.epochs == 4 and not u.after for u in fig1)  # smoke: 350 epochs x 0.01
-    assert sum(u.group == "p1_var" for u in units) == 10 and sum(u.group == "p1_fmnist_ablation" for u in units) == 6
+    assert sum(u.group == "p1_var" for u in units) == 40 and sum(u.group == "p1_fmnist_ablation" for u in units) == 6  # 20 seeds x 2 arms
     p4 = [u for u in units if u.group == "p4_fc12"]
     trains, limits = [u for u in p4 if u.module == "train"], [u for u in p4 if u.module == "p4_limit"]
     assert [u.record for u in trains] == ["p4/smoke/fc12-mnist-s0", "p4/smoke/fc12-fashion_mnist-s0"]
