@@ -179,7 +179,7 @@ reproduce-p3-vitl: install
 # magnitude curve at p = i/1000, the Hessian density by SLQ, the predicted limit and the MP view; figure and table.
 reproduce-p4: data
 	$(PY) -m experiments.train -m experiment=p4 profile=$(PROFILE) $(SWEEP)
-	$(PY) -m experiments.p4_limit -m profile_name=$(PROFILE) hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) device=$(DEVICE) \
+	$(PY) -m experiments.p4_limit -m profile_name=$(PROFILE) $(LAUNCH) \
 	  threads=$(THREADS) progress=false paths.runs_dir=$(RUNS) paths.data_dir=$(DATA)
 	$(PY) -m analysis p4 --runs $(RUNS)/p4_limit/$(PROFILE) --out $(FIG)
 

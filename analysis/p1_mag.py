@@ -67,15 +67,15 @@ def above_share(mp: pd.DataFrame, mag: pd.DataFrame) -> tuple[int, int, float]:
     return int((diff >= 0).sum()), len(inside), float(diff.mean()) if len(diff) else math.nan
 
 
-def share(n: int | None, total: int) -> str:
+def count_share(n: int | None, total: int) -> str:
     return "never" if n is None else f"{n:,} ({100 * n / total:.1f} %)"
 
 
 RULE = (f"for accuracy levels {', '.join(f'{v:g}' for v in LEVELS_PP)} pp below the unpruned net's test accuracy: the "
         f"fewest non-zero parameters with which each sweep curve (magnitude thresholds on the unpruned net; on the "
         f"MP-pruned net) reaches the level; **reproduced**: MP + magnitude needs ≤ {FAR_FEWER:g}× the non-zeros of "
-        f"magnitude alone at every level ('far fewer'); **partly**: ≤ {FEWER:g}× at some level; **not reproduced** "
-        f"otherwise")
+        f"magnitude alone at every level ('far fewer'; a level only MP + magnitude reaches counts as 0×, one it never "
+        f"reaches as ∞); **partly**: ≤ {FEWER:g}× at some level; **not reproduced** otherwise")
 
 
 def measure_mag_sweep(run_dir: Path, what: str) -> Outcome:
@@ -92,11 +92,12 @@ def measure_mag_sweep(run_dir: Path, what: str) -> Outcome:
         n_mag, n_mp = fewest_nonzeros(mag, level), fewest_nonzeros(mp, level)
         ratio = math.inf if n_mp is None else 0.0 if n_mag is None else n_mp / n_mag
         ratios.append(ratio)
-        cells.append(f"≥ {100 * level:.2f} %: magnitude alone {share(n_mag, summary['normal']['params'])}, MP + magnitude "
-                     f"{share(n_mp, summary['normal']['params'])}")
+        cells.append(f"≥ {100 * level:.2f} %: magnitude alone {count_share(n_mag, summary['normal']['params'])}, MP + magnitude "
+                     f"{count_share(n_mp, summary['normal']['params'])}")
     verdict = (REPRODUCED if all(r <= FAR_FEWER for r in ratios) else PARTLY if any(r <= FEWER for r in ratios)
                else NOT_REPRODUCED)
-    ratio_text = ", ".join("never reached" if math.isinf(r) else f"{r:.2f}×" for r in ratios)
+    ratio_text = ", ".join("never reached" if math.isinf(r) else "only MP + magnitude reaches it" if r == 0 else f"{r:.2f}×"
+                           for r in ratios)
     above, compared, mean_diff = above_share(mp, mag)
     numbers = (f"{what}, thresholds {threshold_label(df)}; unpruned {summary['normal']['params']:,} parameters → "
                f"{100 * dense:.2f} %, MP-pruned {summary['rmt']['params']:,} → {100 * summary['rmt']['test_acc']:.2f} %; "

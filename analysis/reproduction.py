@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.esd import measure_p2_ex4_4_esd
-from analysis.p1_mag import measure_mag_sweep
+from analysis.p1_mag import measure_mag_sweep, measure_p1_cnn_mag
 from analysis.p1_var import variance_by_epoch
 from analysis.p1_variants import (ABLATION_LABELS, ABLATION_RULE, CNN_RULE, ablation_finals, ablation_parts, cnn_verdict,
                                   measure_p1_ablation_authors_baseline, measure_p1_cnn_authors_schedule)
@@ -126,12 +126,14 @@ ARM_RULE = ("per panel, Δ = mean over the last 10 epochs of the pruned − norm
 
 
 def arm_table(root: Path) -> pd.DataFrame:
-    """Per panel (and seed) of a normal-vs-pruned training sweep: final / best / last-10 accuracies, parameters,
-    first split epoch."""
+    """Per panel of a normal-vs-pruned training sweep with both arms finished: final / best / last-10 accuracies,
+    parameters, first split epoch (panels with one arm only are left out; `one_arm_panels` names them)."""
     df = load_runs(root)
     rows = []
     for panel, g in df.groupby("panel", sort=True):
         by_arm = {arm: a.sort_values("epoch") for arm, a in g.groupby("arm")}
+        if not {"normal", "rmt"} <= set(by_arm):
+            continue
         normal, rmt = by_arm["normal"], by_arm["rmt"]
         last = min(10, len(normal))
         split = rmt[rmt["n_splits"] > 0]["epoch"]
@@ -174,10 +176,17 @@ def layer_facts(root: Path, epoch: int = 20) -> dict[str, str]:
     return facts
 
 
+def one_arm_panels(root: Path) -> list[str]:
+    df = load_runs(root)
+    return sorted(p for p, g in df.groupby("panel") if g["arm"].nunique() < 2)
+
+
 def arms_outcome(root: Path) -> Outcome:
     if not root.exists():
         return not_run(ARM_RULE, "not run: no records")
     t = arm_table(root)
+    if t.empty:
+        return not_run(ARM_RULE, "not run: no panel has finished records of both arms")
     t["reduction"] = 1 - t["params_rmt"] / t["params_normal"]
     numbers = (f"{t['epochs'].iloc[0]} epochs. Final test accuracy normal → pruned: "
                + ", ".join(f"{panel_label(r.panel)} {pct(r.normal_final)} → {pct(r.rmt_final)}" for r in t.itertuples()) + " %; "
@@ -189,6 +198,9 @@ def arms_outcome(root: Path) -> Outcome:
                + ", ".join(f"{panel_label(r.panel)} {num(r.params_normal)} → {num(r.params_rmt)} (−{100 * r.reduction:.1f} %)"
                            for r in t.itertuples())
                + "; first split at epoch " + ", ".join(r.first_split for r in t.itertuples()))
+    missing = one_arm_panels(root)
+    if missing:
+        numbers += f"; panels with one arm only so far (not judged): {', '.join(panel_label(p) for p in missing)}"
     fewer = bool((t["reduction"] >= 0.30).all())
     if fewer and (t["gap_last10"] >= 0).all():
         verdict = REPRODUCED
@@ -213,7 +225,9 @@ def train_fit_outcome(root: Path, panels: tuple[str, ...]) -> Outcome:
     if not root.exists():
         return not_run(TRAIN_RULE, "not run: no records")
     t = arm_table(root)
-    t = t[t["panel"].isin(panels)]
+    t = t[t["panel"].isin(panels)] if not t.empty else t
+    if t.empty:
+        return not_run(TRAIN_RULE, "not run: no panel has finished records of both arms")
     numbers = "final train accuracy normal / pruned: " + ", ".join(
         f"{json.dumps(r.topology).replace(' ', '')} {pct(r.normal_train)} / {pct(r.rmt_train)}" for r in t.itertuples()) + " %"
     ok = (t["rmt_train"] >= t["normal_train"] - 0.005).tolist()
@@ -288,9 +302,10 @@ register("P1-var/resplit-factors", variance_outcome, "variants", "resplit-factor
 
 # ---------------------------------------------------------------------------------------------------- P1 CNN
 def cnn_outcome(root: Path) -> Outcome:
-    if not root.exists():
-        return not_run(CNN_RULE, "not run: no records")
-    t = arm_table(root).iloc[0]
+    table = arm_table(root) if root.exists() else pd.DataFrame()
+    if table.empty:
+        return not_run(CNN_RULE, "not run: no finished records of both arms")
+    t = table.iloc[0]
     rmt_dir = next(d for d in run_dirs(root) if (read_config(d) or {}).get("arm") == "rmt")
     config = read_config(rmt_dir)
     eff = config["effective"]
@@ -318,7 +333,7 @@ register("P1-cnn/authors-schedule", lambda root: measure_p1_cnn_authors_schedule
 register("P1-mag/quick", lambda root: measure_mag_sweep(root, "Fig. 1 (b) nets"), "p1_mag", "quick", "fig1b")
 register("P1-mag/resplit-factors", lambda root: measure_mag_sweep(root, "Fig. 1 (b) nets"),
          "variants", "resplit-factors", "p1_mag", "quick", "fig1b")
-register("P1-mag/cnn", lambda root: measure_mag_sweep(root, "P1 CNN quick nets"), "p1_mag", "quick", "cnn")
+register("P1-mag/cnn", lambda root: measure_p1_cnn_mag(root.parents[2]), "p1_mag", "quick", "cnn")
 
 
 # ---------------------------------------------------------------------------------------------------- P1 ablation

@@ -60,18 +60,18 @@ def not_run(rule: str, why: str) -> Outcome:
 
 
 def combine(parts: list[Part] | tuple[Part, ...]) -> str:
-    """All parts reproduced: reproduced; none reproduced and one contradicted: not reproduced; all inconclusive:
-    inconclusive; otherwise partly."""
+    """All parts reproduced: reproduced; some reproduced (or partly): partly; none, and one contradicted: not
+    reproduced; none run: not run; otherwise (inconclusive, or inconclusive and not run): inconclusive."""
     verdicts = [p.verdict for p in parts]
     if not verdicts:
         raise ValueError("a claim needs at least one part")
     if all(v == REPRODUCED for v in verdicts):
         return REPRODUCED
-    if all(v == INCONCLUSIVE for v in verdicts):
-        return INCONCLUSIVE
-    if REPRODUCED not in verdicts and PARTLY not in verdicts:
+    if REPRODUCED in verdicts or PARTLY in verdicts:
+        return PARTLY
+    if NOT_REPRODUCED in verdicts:
         return NOT_REPRODUCED
-    return PARTLY
+    return NOT_RUN if all(v == NOT_RUN for v in verdicts) else INCONCLUSIVE
 
 
 def share(verdicts: list[bool]) -> str:
@@ -113,6 +113,10 @@ def std_ratio_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95, resamp
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 3:
         raise ValueError(f"need two paired 1-D samples of at least 3 seeds, got shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("the samples hold NaN or infinite values")
+    if a.std() == 0:
+        raise ValueError("the first sample has no spread: a ratio of standard deviations is undefined")
     n = len(a)
     ratio = float(b.std(ddof=1) / a.std(ddof=1))
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))

@@ -238,5 +238,11 @@ def hydra_entry(config_name: str, run: Callable[[DictConfig], T], report: Callab
         except KeyboardInterrupt:  # a training run resumes from its last checkpoint when the command is run again
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        except Exception as exc:
+            if type(exc).__name__ != "UncompletedJobError":  # submitit: a cluster job ended without a result
+                raise
+            head = " ".join(str(exc).split("Error stream produced")[0].split())  # submitit's own lines, joined
+            sys.exit(f"error: {head} (its log beside that path holds the rest; re-running the command resumes every "
+                     f"unfinished run from its last checkpoint)")
 
     return main

@@ -129,7 +129,8 @@ def check_request(launcher: DictConfig, partition: Partition) -> None:
 
 
 class _DropSacctWarnings(logging.Filter):
-    """Drop submitit's 'Bypassing sacct error' warnings (a safety net if its sacct polls cannot be switched off)."""
+    """Drop submitit's 'Bypassing sacct error' warnings: a failed `squeue` poll (a job id SLURM has already forgotten)
+    is not worth one per poll."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Bypassing sacct error" not in record.getMessage()
@@ -143,10 +144,21 @@ def accounting_enabled() -> bool:
         return False
 
 
+def squeue_command(watcher) -> list[str] | None:
+    """In place of submitit's `sacct` poll (`SlurmInfoWatcher._make_command`) on a cluster without accounting: the same
+    `JobID|State|NodeList` table from `squeue --states=all`, which lists finished jobs for a few minutes (MinJobAge).
+    So a job that ends without a result (cancelled, killed, out of requeues) is seen as ended and its sweep reports
+    it, instead of waiting for a result file that never comes."""
+    ids = sorted({job_id.split("_")[0] for job_id in watcher._registered - watcher._finished})
+    if not ids:
+        return None
+    return ["sh", "-c", f"echo 'JobID|State|NodeList'; squeue -h --states=all -o '%i|%T|%N' -j {','.join(ids)}"]
+
+
 def before_slurm_sweep(config: DictConfig) -> None:
     """For a sweep launched with hydra-submitit-launcher's SLURM launcher: check the request; on a cluster without job
-    accounting, stop submitit's sacct polls (each would print SLURM's error and a warning; submitit then follows the
-    jobs through their result files, as it does when a poll fails) and say so once."""
+    accounting, follow the jobs through `squeue` instead of `sacct` (each failing sacct poll would print SLURM's error
+    and a warning) and say so once."""
     launcher = config.hydra.launcher
     if SLURM_LAUNCHER not in str(launcher.get("_target_", "")):
         return
@@ -154,8 +166,7 @@ def before_slurm_sweep(config: DictConfig) -> None:
     if not accounting_enabled():
         from submitit.slurm import slurm
 
-        if hasattr(slurm.SlurmInfoWatcher, "_make_command"):
-            slurm.SlurmInfoWatcher._make_command = lambda self: None  # None: submitit skips the poll
-        print("note: this cluster has no job accounting (`sacct` fails): submitit follows the jobs through their result "
-              "files instead", flush=True)
+        slurm.SlurmInfoWatcher._make_command = squeue_command
+        print("note: this cluster has no job accounting (`sacct` fails): the sweep follows its jobs through `squeue`",
+              flush=True)
         logging.getLogger("submitit").addFilter(_DropSacctWarnings())

@@ -9,7 +9,7 @@
 # munge (installed with --no-install-recommends when missing). Writes /etc/slurm/slurm.conf only when it is absent or
 # was written by this script (a marker line), and keeps its state, logs and PID files in $RMT_SLURM_STATE
 # (default /var/lib/rmt-slurm). The node offers all CPUs and the memory less 1 GiB, partition `local`, no GPUs, no
-# accounting (sacct answers nothing: submitit's "Bypassing sacct error" warnings are expected and harmless).
+# accounting (sacct fails; the suite's SLURM sweeps then follow their jobs through squeue, experiments/slurm.py).
 set -euo pipefail
 
 STATE=${RMT_SLURM_STATE:-/var/lib/rmt-slurm}
@@ -21,7 +21,13 @@ HOST=$(hostname -s)
 say() { echo "slurm_local: $*"; }
 die() { echo "slurm_local: $*" >&2; exit 1; }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A PID file's process is alive and is the daemon named by the file (a reused PID of another program is not).
+pid_alive() {
+  [ -f "$1" ] || return 1
+  local pid name
+  pid=$(cat "$1"); name=$(basename "$1" .pid)
+  kill -0 "$pid" 2>/dev/null && grep -q "^${name}" "/proc/$pid/comm" 2>/dev/null
+}
 
 install_packages() {
   local missing=()

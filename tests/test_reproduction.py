@@ -13,7 +13,7 @@ from scipy import stats
 
 from analysis.reproduction import (DOCUMENT, RESULTS, TEMPLATE, VerdictMismatch, arms_outcome, render, unused_results,
                                    variance_outcome)
-from analysis.verdicts import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, Part, combine, interval_verdict,
+from analysis.verdicts import (INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, PARTLY, REPRODUCED, Part, combine, interval_verdict,
                                paired_mean_interval, std_ratio_interval)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +54,7 @@ def test_combine_and_interval_verdicts():
     assert combine([i, i]) == INCONCLUSIVE
     assert combine([n, i]) == NOT_REPRODUCED
     assert combine([r, i]) == PARTLY and combine([r, n]) == PARTLY
+    assert combine([i, Part("y", NOT_RUN, "")]) == INCONCLUSIVE and combine([Part("y", NOT_RUN, "")]) == NOT_RUN
     assert interval_verdict(0.2, 0.9, claim_below=1.0) == REPRODUCED
     assert interval_verdict(1.1, 3.0, claim_below=1.0) == NOT_REPRODUCED
     assert interval_verdict(0.5, 1.5, claim_below=1.0) == INCONCLUSIVE
@@ -72,6 +73,10 @@ def test_std_ratio_interval_is_exact_for_a_scaled_copy_and_the_f_test_matches_sc
     assert ci.low < ci.ratio < ci.high and ci.n == 20
     with pytest.raises(ValueError, match="at least 3 seeds"):
         std_ratio_interval(a[:2], b[:2])
+    with pytest.raises(ValueError, match="NaN"):
+        std_ratio_interval(np.append(a[:5], np.nan), b[:6])
+    with pytest.raises(ValueError, match="no spread"):
+        std_ratio_interval(np.ones(5), b[:5])
 
 
 def test_paired_mean_interval_is_the_student_t_interval():
@@ -122,3 +127,14 @@ def test_variance_rule_decides_only_with_enough_seeds(tmp_path):
         write_run(few / f"normal-s{seed}", "normal", "var", seed, [0.95 + 0.004 * rng.normal()] * 3, [1000] * 3, [0] * 3)
         write_run(few / f"rmt-s{seed}", "rmt", "var", seed, [0.95 + 0.004 * rng.normal()] * 3, [500] * 3, [1] * 3)
     assert variance_outcome(few).parts[0].verdict == INCONCLUSIVE
+
+
+def test_a_panel_with_one_arm_is_named_not_judged(tmp_path):
+    write_run(tmp_path / "fig1a-normal", "normal", "fig1a", 0, [0.95] * 12, [1000] * 12, [0] * 12)
+    write_run(tmp_path / "fig1a-rmt", "rmt", "fig1a", 0, [0.95] * 12, [500] * 12, [1] * 12)
+    write_run(tmp_path / "fig1b-normal", "normal", "fig1b", 0, [0.95] * 12, [1000] * 12, [0] * 12)
+    outcome = arms_outcome(tmp_path)
+    assert outcome.verdict == REPRODUCED and "panels with one arm only so far (not judged): (b)" in outcome.numbers
+    only = tmp_path / "only"
+    write_run(only / "fig1b-normal", "normal", "fig1b", 0, [0.95] * 12, [1000] * 12, [0] * 12)
+    assert arms_outcome(only).verdict == NOT_RUN

@@ -184,3 +184,26 @@ def test_an_impossible_request_on_the_real_cluster_fails_in_one_line(tmp_path):
     assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith("error: hydra.launcher.gpus_per_node=1"), out.stderr
     assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip() == ""
     print(f"refused in {time.monotonic() - start:.1f} s")
+
+
+@needs_cluster
+def test_a_job_cancelled_without_a_result_ends_its_sweep_instead_of_hanging(tmp_path):
+    """Without job accounting the sweep follows its jobs through squeue: a job that ends without a result (here
+    scancel; also an OOM kill or a job out of requeues) is reported, the sweep does not wait forever."""
+    sweep = subprocess.Popen([PY, "-m", "experiments.train", "-m", "experiment=fig1", "panel=fig1b", "arm=normal",
+                              "profile=smoke", "train.epochs=30000", "threads=1", "progress=false", "logger=local",
+                              f"paths.data_dir={DATA}", "hydra/launcher=slurm", f"paths.runs_dir={tmp_path}"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = tmp_path / "fig1" / "smoke" / "fig1b-normal-s0"
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "env.json").exists() or "slurm" not in json.loads((run / "env.json").read_text()):
+            assert time.monotonic() < deadline and sweep.poll() is None, "the job did not start"
+            time.sleep(0.2)
+        subprocess.run(["scancel", json.loads((run / "env.json").read_text())["slurm"]["job_id"]], check=True)
+        assert sweep.wait(timeout=150) == 1
+        last = sweep.stdout.read().strip().splitlines()[-1]
+        assert last.startswith("error: Job ") and "has not produced any output (state: CANCELLED" in last, last
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
