@@ -8,6 +8,8 @@ import logging
 import re
 import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -144,15 +146,40 @@ def accounting_enabled() -> bool:
         return False
 
 
+FINAL_STATES = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+                "TIMEOUT")
+STABLE_AFTER_S = 15  # a final state must last this long: a job being requeued passes through FAILED on its way back
+
+
+def squeue_states(ids: str) -> dict[str, str]:
+    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i|%T|%N", "-j", ids], capture_output=True, text=True,
+                         timeout=QUERY_TIMEOUT_S).stdout
+    return {line.split("|", 1)[0]: line for line in out.splitlines() if "|" in line}
+
+
+def print_stable_states(ids: str, wait_s: float = STABLE_AFTER_S) -> None:
+    """`JobID|State|NodeList` of the jobs `ids` (comma-separated) as submitit's sacct reader expects it, from two
+    `squeue --states=all` looks `wait_s` apart: a final state is reported only when it was there both times (else the
+    job reads as PENDING), so a requeue's passing FAILED is not taken for the job's end."""
+    first = squeue_states(ids)
+    time.sleep(wait_s)
+    print("JobID|State|NodeList")
+    for job, line in squeue_states(ids).items():
+        state = line.split("|")[1]
+        if state in FINAL_STATES and first.get(job) != line:
+            line = f"{job}|PENDING|"
+        print(line)
+
+
 def squeue_command(watcher) -> list[str] | None:
-    """In place of submitit's `sacct` poll (`SlurmInfoWatcher._make_command`) on a cluster without accounting: the same
-    `JobID|State|NodeList` table from `squeue --states=all`, which lists finished jobs for a few minutes (MinJobAge).
-    So a job that ends without a result (cancelled, killed, out of requeues) is seen as ended and its sweep reports
-    it, instead of waiting for a result file that never comes."""
+    """In place of submitit's `sacct` poll (`SlurmInfoWatcher._make_command`) on a cluster without accounting:
+    `print_stable_states` of the jobs still followed. `squeue --states=all` lists ended jobs for a few minutes
+    (MinJobAge), so a job that ends without a result (cancelled, killed, out of requeues) is seen as ended and its
+    sweep reports it, instead of waiting for a result file that never comes."""
     ids = sorted({job_id.split("_")[0] for job_id in watcher._registered - watcher._finished})
     if not ids:
         return None
-    return ["sh", "-c", f"echo 'JobID|State|NodeList'; squeue -h --states=all -o '%i|%T|%N' -j {','.join(ids)}"]
+    return [sys.executable, "-m", "experiments.slurm", "states", ",".join(ids)]
 
 
 def before_slurm_sweep(config: DictConfig) -> None:
@@ -170,3 +197,9 @@ def before_slurm_sweep(config: DictConfig) -> None:
         print("note: this cluster has no job accounting (`sacct` fails): the sweep follows its jobs through `squeue`",
               flush=True)
         logging.getLogger("submitit").addFilter(_DropSacctWarnings())
+
+
+if __name__ == "__main__":  # `python -m experiments.slurm states ID[,ID…]`: the sweep's job poll (`squeue_command`)
+    if len(sys.argv) != 3 or sys.argv[1] != "states":
+        sys.exit("usage: python -m experiments.slurm states JOBID[,JOBID…]")
+    print_stable_states(sys.argv[2])

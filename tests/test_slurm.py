@@ -102,6 +102,22 @@ def test_an_impossible_request_fails_in_one_line_before_anything_is_submitted(tm
     print(f"refused in {time.monotonic() - start:.1f} s")
 
 
+def test_a_final_state_counts_only_when_it_lasts(tmp_path, monkeypatch, capsys):
+    """A requeued job passes through FAILED on its way back to PENDING: the sweep's poll must not take it for the
+    job's end; a state that lasts is reported as it is."""
+    from experiments import slurm
+
+    calls = tmp_path / "calls"
+    (tmp_path / "squeue").write_text(f"""#!/bin/sh
+n=$(cat {calls} 2>/dev/null || echo 0); echo $((n + 1)) > {calls}
+if [ "$n" = 0 ]; then echo '7|FAILED|n1'; echo '8|COMPLETED|n1'; else echo '7|PENDING|'; echo '8|COMPLETED|n1'; fi
+""")
+    (tmp_path / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    slurm.print_stable_states("7,8", wait_s=0)
+    assert capsys.readouterr().out.splitlines() == ["JobID|State|NodeList", "7|PENDING|", "8|COMPLETED|n1"]
+
+
 def test_only_local_sweep_workers_watch_the_sweep_process(monkeypatch):
     import socket
 
