@@ -29,6 +29,7 @@ class Partition:
     gpus: int
     max_time_min: int | None
     nodes: int
+    usable_nodes: int | None = None  # nodes not DOWN, DRAINED or FAILED (None: not known)
 
 
 def _query(args: list[str]) -> str:
@@ -100,7 +101,13 @@ def partition_info(name: str | None) -> Partition:
                      cpus=max(int(n.get("CPUTot", 0)) for n in members),
                      memory_mb=max(int(n.get("RealMemory", 0)) for n in members),
                      gpus=max(_gpus(n.get("Gres", "")) for n in members),
-                     max_time_min=_minutes(chosen.get("MaxTime", "UNLIMITED")), nodes=len(members))
+                     max_time_min=_minutes(chosen.get("MaxTime", "UNLIMITED")), nodes=len(members),
+                     usable_nodes=sum(not _unusable(n.get("State", "")) for n in members))
+
+
+def _unusable(state: str) -> bool:
+    """A node state (e.g. `IDLE`, `MIXED+DRAIN`, `DOWN*`) in which it takes no new job."""
+    return any(flag in state.upper() for flag in ("DOWN", "DRAIN", "FAIL", "INVAL"))
 
 
 def check_request(launcher: DictConfig, partition: Partition) -> None:
@@ -109,6 +116,9 @@ def check_request(launcher: DictConfig, partition: Partition) -> None:
     where = f"partition {partition.name}"
     if not partition.up:
         raise SlurmRequestError(f"{where} is not UP: jobs would pend until an administrator resumes it")
+    if partition.usable_nodes == 0:
+        raise SlurmRequestError(f"every node of {where} is down or drained (scontrol show node): jobs would pend until "
+                                f"one is resumed")
     tasks = int(launcher.get("tasks_per_node") or 1)
     cpus = int(launcher.get("cpus_per_task") or 1) * tasks
     if cpus > partition.cpus:

@@ -67,6 +67,10 @@ def test_a_request_that_fits_passes_and_a_down_partition_is_refused():
     check_request(fits, NODE)
     with pytest.raises(SlurmRequestError, match="not UP"):
         check_request(fits, Partition("cpu", False, 2, 8000, 0, None, 1))
+    with pytest.raises(SlurmRequestError, match="every node of partition cpu is down or drained"):
+        check_request(fits, Partition("cpu", True, 2, 8000, 0, None, 1, usable_nodes=0))
+    from experiments.slurm import _unusable
+    assert [_unusable(s) for s in ("IDLE", "MIXED", "DOWN*", "IDLE+DRAIN", "UNKNOWN")] == [False, False, True, True, False]
 
 
 STUB = {
