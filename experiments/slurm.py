@@ -8,8 +8,6 @@ import logging
 import re
 import shutil
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -141,8 +139,7 @@ def check_request(launcher: DictConfig, partition: Partition) -> None:
 
 
 class _DropSacctWarnings(logging.Filter):
-    """Drop submitit's 'Bypassing sacct error' warnings: a failed `squeue` poll (a job id SLURM has already forgotten)
-    is not worth one per poll."""
+    """Drop submitit's 'Bypassing sacct error' warnings (a safety net if its sacct polls cannot be switched off)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Bypassing sacct error" not in record.getMessage()
@@ -156,46 +153,11 @@ def accounting_enabled() -> bool:
         return False
 
 
-FINAL_STATES = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-                "TIMEOUT")
-STABLE_AFTER_S = 15  # a final state must last this long: a job being requeued passes through FAILED on its way back
-
-
-def squeue_states(ids: str) -> dict[str, str]:
-    out = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i|%T|%N", "-j", ids], capture_output=True, text=True,
-                         timeout=QUERY_TIMEOUT_S).stdout
-    return {line.split("|", 1)[0]: line for line in out.splitlines() if "|" in line}
-
-
-def print_stable_states(ids: str, wait_s: float = STABLE_AFTER_S) -> None:
-    """`JobID|State|NodeList` of the jobs `ids` (comma-separated) as submitit's sacct reader expects it, from two
-    `squeue --states=all` looks `wait_s` apart: a final state is reported only when it was there both times (else the
-    job reads as PENDING), so a requeue's passing FAILED is not taken for the job's end."""
-    first = squeue_states(ids)
-    time.sleep(wait_s)
-    print("JobID|State|NodeList")
-    for job, line in squeue_states(ids).items():
-        state = line.split("|")[1]
-        if state in FINAL_STATES and first.get(job) != line:
-            line = f"{job}|PENDING|"
-        print(line)
-
-
-def squeue_command(watcher) -> list[str] | None:
-    """In place of submitit's `sacct` poll (`SlurmInfoWatcher._make_command`) on a cluster without accounting:
-    `print_stable_states` of the jobs still followed. `squeue --states=all` lists ended jobs for a few minutes
-    (MinJobAge), so a job that ends without a result (cancelled, killed, out of requeues) is seen as ended and its
-    sweep reports it, instead of waiting for a result file that never comes."""
-    ids = sorted({job_id.split("_")[0] for job_id in watcher._registered - watcher._finished})
-    if not ids:
-        return None
-    return [sys.executable, "-m", "experiments.slurm", "states", ",".join(ids)]
-
-
 def before_slurm_sweep(config: DictConfig) -> None:
     """For a sweep launched with hydra-submitit-launcher's SLURM launcher: check the request; on a cluster without job
-    accounting, follow the jobs through `squeue` instead of `sacct` (each failing sacct poll would print SLURM's error
-    and a warning) and say so once."""
+    accounting, stop submitit's sacct polls (each would print SLURM's error and a warning; submitit then follows the
+    jobs through their result files, as it does when a poll fails) and say so once. Polling `squeue` instead was
+    tried: a requeued job can show a lasting FAILED state before it is pending again, which ended sweeps early."""
     launcher = config.hydra.launcher
     if SLURM_LAUNCHER not in str(launcher.get("_target_", "")):
         return
@@ -203,13 +165,9 @@ def before_slurm_sweep(config: DictConfig) -> None:
     if not accounting_enabled():
         from submitit.slurm import slurm
 
-        slurm.SlurmInfoWatcher._make_command = squeue_command
-        print("note: this cluster has no job accounting (`sacct` fails): the sweep follows its jobs through `squeue`",
-              flush=True)
+        if hasattr(slurm.SlurmInfoWatcher, "_make_command"):
+            slurm.SlurmInfoWatcher._make_command = lambda self: None  # None: submitit skips the poll
+        print("note: this cluster has no job accounting (`sacct` fails): the sweep follows its jobs through their "
+              "result files", flush=True)
         logging.getLogger("submitit").addFilter(_DropSacctWarnings())
 
-
-if __name__ == "__main__":  # `python -m experiments.slurm states ID[,ID…]`: the sweep's job poll (`squeue_command`)
-    if len(sys.argv) != 3 or sys.argv[1] != "states":
-        sys.exit("usage: python -m experiments.slurm states JOBID[,JOBID…]")
-    print_stable_states(sys.argv[2])

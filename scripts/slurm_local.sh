@@ -9,7 +9,7 @@
 # munge (installed with --no-install-recommends when missing). Writes /etc/slurm/slurm.conf only when it is absent or
 # was written by this script (a marker line), and keeps its state, logs and PID files in $RMT_SLURM_STATE
 # (default /var/lib/rmt-slurm). The node offers all CPUs and the memory less 1 GiB, partition `local`, no GPUs, no
-# accounting (sacct fails; the suite's SLURM sweeps then follow their jobs through squeue, experiments/slurm.py).
+# accounting (sacct fails; the suite's SLURM sweeps then follow their jobs through result files, experiments/slurm.py).
 set -euo pipefail
 
 STATE=${RMT_SLURM_STATE:-/var/lib/rmt-slurm}
