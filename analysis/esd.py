@@ -21,7 +21,7 @@ import pandas as pd
 from analysis.plotting import save_figure
 from analysis.verdicts import Outcome, Part, combine, not_run, share
 from rmt.plotting import esd_grid
-from rmt.runfolder import SPECTRA_CSV, SUMMARY_JSON, read_config
+from rmt.runfolder import SPECTRA_CSV, SUMMARY_JSON, RunFolder, read_config
 
 
 def run_spectra(run_dir: str | Path) -> tuple[list[tuple[str, tuple[int, int], np.ndarray]], str]:
@@ -33,9 +33,7 @@ def run_spectra(run_dir: str | Path) -> tuple[list[tuple[str, tuple[int, int], n
     if not (run_dir / SPECTRA_CSV).exists():
         raise FileNotFoundError(f"{run_dir} has no spectra.csv (written when a run finishes); for a checkpoint use "
                                 f"`python -m rmt analyze {run_dir} --plot esd.png`")
-    df = pd.read_csv(run_dir / SPECTRA_CSV, dtype={"layer": str})
-    out = [(str(name), (int(g["out"].iloc[0]), int(g["fan_in"].iloc[0])), g["singular_value"].to_numpy())
-           for name, g in df.groupby("layer", sort=False)]
+    out = [(name, (rows, cols), np.asarray(values)) for name, rows, cols, values in RunFolder(run_dir).read_spectra()]
     return out, f"{title} (final)"
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.plotting import plt, save_figure
-from analysis.runs import run_dirs, settings_digest
+from analysis.runs import finished_records
 from analysis.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Outcome, Part, combine, interval_verdict, not_run, paired_mean_interval
-from rmt.runfolder import SPECTRA_CSV, SUMMARY_JSON, read_config, run_kind
+from rmt.runfolder import SPECTRA_CSV, SUMMARY_JSON
 
 KIND = "p3_regression"
 ARMS = ("none", "l2", "l1", "mp_p1", "mp")  # plotting order: worst expected first
@@ -38,29 +38,9 @@ def load_p3_regression(runs: str | Path) -> list[dict]:
     """Every finished `p3_regression` record below `runs`, in seed order: its config, summary, spectra, curves and
     λ selection.  Unfinished runs (no summary.json) are named on stderr and left out; two folders holding the same run
     or records of several profiles (settings) are refused with a ValueError."""
-    runs = Path(runs)
-    if not runs.exists():
-        raise FileNotFoundError(f"runs folder {runs} does not exist")
-    found, seen, unfinished = [], {}, []
-    for run_dir in run_dirs(runs, marker="config.yaml"):
-        config = read_config(run_dir) or {}
-        if run_kind(config) != KIND:
-            continue
-        if not (run_dir / SUMMARY_JSON).exists():
-            unfinished.append(run_dir.relative_to(runs).as_posix())
-            continue
-        digest = settings_digest(config)
-        if digest in seen:
-            raise ValueError(f"{seen[digest]} and {run_dir} hold the same run (identical settings; a copy?). Remove one, "
-                             f"or point --runs at one of them")
-        seen[digest] = run_dir
-        found.append({"dir": run_dir, "config": config, "summary": json.loads((run_dir / SUMMARY_JSON).read_text()),
-                      "spectra": pd.read_csv(run_dir / SPECTRA_CSV), "curves": pd.read_csv(run_dir / "curves.csv"),
-                      "selection": pd.read_csv(run_dir / "selection.csv")})
-    if unfinished:
-        import sys
-
-        print(f"note: left out {len(unfinished)} unfinished run(s) (no summary.json yet): {', '.join(unfinished)}", file=sys.stderr)
+    found = [{"dir": run_dir, "config": config, "summary": json.loads((run_dir / SUMMARY_JSON).read_text()),
+              "spectra": pd.read_csv(run_dir / SPECTRA_CSV), "curves": pd.read_csv(run_dir / "curves.csv"),
+              "selection": pd.read_csv(run_dir / "selection.csv")} for run_dir, config in finished_records(runs, KIND)]
     profiles = {(r["config"].get("profile_name"), json.dumps({k: r["config"].get(k) for k in SETTINGS}, sort_keys=True, default=str))
                 for r in found}
     if len(profiles) > 1:

@@ -30,14 +30,14 @@ from analysis.p1_variants import (ABLATION_LABELS, ABLATION_RULE, CNN_RULE, abla
                                   measure_p1_ablation_authors_baseline, measure_p1_cnn_authors_schedule)
 from analysis.p3_regression import measure_p3_regression
 from analysis.p3_vit import p3_table
-from analysis.p3_vit_mp import measure_p3_vit_mp
 from analysis.p3_vit import verdict as demo_reductions
+from analysis.p3_vit_mp import measure_p3_vit_mp
 from analysis.randomness import load_layers, monotonicity_table
 from analysis.runs import load_runs, run_dirs
 from analysis.tables import p2_parameter_table
 from analysis.verdicts import (INCONCLUSIVE, NOT_REPRODUCED, PARTLY, REPRODUCED, Outcome, Part, combine,
-                               interval_verdict, not_run, paired_mean_interval, share, std_ratio_interval)
-from rmt.runfolder import CURVE_CSV, LAYERS_CSV, SPECTRA_CSV, SUMMARY_JSON, read_config
+                               interval_verdict, not_run, paired_mean_interval, share, signed, std_ratio_interval)
+from rmt.runfolder import CURVE_CSV, LAYERS_CSV, SUMMARY_JSON, RunFolder, read_config
 
 TEMPLATE = Path("docs/reproduction/template.md")
 DOCUMENT = Path("docs/REPRODUCTION.md")
@@ -73,7 +73,7 @@ def pct(x: float) -> str:
 
 def pp(x: float) -> str:
     """A difference of accuracies (fractions) in percentage points, signed."""
-    return f"{100 * x:+.2f} pp".replace("-", "−")
+    return signed(100 * x)
 
 
 def num(n: float) -> str:
@@ -125,10 +125,9 @@ ARM_RULE = ("per panel, Δ = mean over the last 10 epochs of the pruned − norm
             "Δ ≥ −1 pp in every panel (fewer parameters at almost the same accuracy); otherwise **not reproduced**")
 
 
-def arm_table(root: Path) -> pd.DataFrame:
-    """Per panel of a normal-vs-pruned training sweep with both arms finished: final / best / last-10 accuracies,
-    parameters, first split epoch (panels with one arm only are left out; `one_arm_panels` names them)."""
-    df = load_runs(root)
+def arm_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per panel of a normal-vs-pruned training sweep (`load_runs`) with both arms finished: final / best / last-10
+    accuracies, parameters, first split epoch (panels with one arm only are left out; `one_arm_panels` names them)."""
     rows = []
     for panel, g in df.groupby("panel", sort=True):
         by_arm = {arm: a.sort_values("epoch") for arm, a in g.groupby("arm")}
@@ -176,15 +175,15 @@ def layer_facts(root: Path, epoch: int = 20) -> dict[str, str]:
     return facts
 
 
-def one_arm_panels(root: Path) -> list[str]:
-    df = load_runs(root)
+def one_arm_panels(df: pd.DataFrame) -> list[str]:
     return sorted(p for p, g in df.groupby("panel") if g["arm"].nunique() < 2)
 
 
 def arms_outcome(root: Path) -> Outcome:
     if not root.exists():
         return not_run(ARM_RULE, "not run: no records")
-    t = arm_table(root)
+    runs = load_runs(root)
+    t = arm_table(runs)
     if t.empty:
         return not_run(ARM_RULE, "not run: no panel has finished records of both arms")
     t["reduction"] = 1 - t["params_rmt"] / t["params_normal"]
@@ -198,7 +197,7 @@ def arms_outcome(root: Path) -> Outcome:
                + ", ".join(f"{panel_label(r.panel)} {num(r.params_normal)} → {num(r.params_rmt)} (−{100 * r.reduction:.1f} %)"
                            for r in t.itertuples())
                + "; first split at epoch " + ", ".join(r.first_split for r in t.itertuples()))
-    missing = one_arm_panels(root)
+    missing = one_arm_panels(runs)
     if missing:
         numbers += f"; panels with one arm only so far (not judged): {', '.join(panel_label(p) for p in missing)}"
     fewer = bool((t["reduction"] >= 0.30).all())
@@ -224,7 +223,7 @@ TRAIN_RULE = ("final train accuracy of the pruned net ≥ the normal net's − 0
 def train_fit_outcome(root: Path, panels: tuple[str, ...]) -> Outcome:
     if not root.exists():
         return not_run(TRAIN_RULE, "not run: no records")
-    t = arm_table(root)
+    t = arm_table(load_runs(root))
     t = t[t["panel"].isin(panels)] if not t.empty else t
     if t.empty:
         return not_run(TRAIN_RULE, "not run: no panel has finished records of both arms")
@@ -302,7 +301,7 @@ register("P1-var/resplit-factors", variance_outcome, "variants", "resplit-factor
 
 # ---------------------------------------------------------------------------------------------------- P1 CNN
 def cnn_outcome(root: Path) -> Outcome:
-    table = arm_table(root) if root.exists() else pd.DataFrame()
+    table = arm_table(load_runs(root)) if root.exists() else pd.DataFrame()
     if table.empty:
         return not_run(CNN_RULE, "not run: no finished records of both arms")
     t = table.iloc[0]
@@ -464,8 +463,8 @@ def fig4_outcome(train: Path) -> Outcome:
         return not_run(FIG4_RULE, "not run: no records")
     s, t = summary(sweep), summary(train)
     fit = s["fit_correct"]
-    spectra = pd.read_csv(train / SPECTRA_CSV, dtype={"layer": str})
-    ev = spectra[spectra["layer"] == s["layer"]]["singular_value"].to_numpy() ** 2 / fit["n"]
+    values = next(v for name, _, _, v in RunFolder(train).read_spectra() if name == s["layer"])
+    ev = np.asarray(values) ** 2 / fit["n"]
     beyond = int((ev > 2.5 * fit["lambda_plus"]).sum())
     numbers = (f"{t['topology_start']}, {t['epochs']} epochs: test {pct(t['final_test_acc'])} %; first layer "
                f"({fit['n']}×{fit['m']}): σ² = {fit['sigma2']:.3g}, GoF {fit['gof']:.3f}, {fit['n_spikes']} spikes "

@@ -67,38 +67,48 @@ def settings_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_runs(root: str | Path) -> pd.DataFrame:
-    """All finished local training records below `root`, one per run: an unfinished run (no `summary.json`, so its
-    epochs would count as a seed where it has them) and a folder without `metrics.csv` are left out and named on
-    stderr; two folders holding the same run (the same settings, e.g. an exported copy below the original) are
-    refused with one ValueError naming both."""
+def finished_records(root: str | Path, kind: str, needs: str | None = None) -> list[tuple[Path, dict]]:
+    """(folder, config) of every finished record of runner `kind` below `root` (itself included).
+
+    A folder without the file `needs` is left out; so is an unfinished run (no `summary.json`: a run still going, whose
+    rows would count as a finished seed); both are named on stderr.  Two folders holding the same run (the same
+    settings, e.g. an exported copy below the original) are refused with one ValueError naming both."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"runs folder {root} does not exist")
-    frames, seen, unfinished, no_metrics = [], {}, [], []
+    found, seen, unfinished, incomplete = [], {}, [], []
     for run_dir in run_dirs(root, marker=CONFIG_YAML):
         config = read_config(run_dir) or {}
-        if run_kind(config) != "train":
-            continue  # a limit, sweep or pruning record: not a training curve
+        if run_kind(config) != kind:
+            continue
         run_id = run_dir.relative_to(root).as_posix()
-        if not (run_dir / METRICS_CSV).exists():
-            no_metrics.append(run_id)
+        if needs is not None and not (run_dir / needs).exists():
+            incomplete.append(run_id)
             continue
         digest = settings_digest(config)
         if digest in seen:
             raise ValueError(f"{root / seen[digest]} and {run_dir} hold the same run (identical settings; a copy?): "
                              f"a figure would count it twice. Remove one, or point --runs at one of them")
         seen[digest] = run_id
-        summary_path = run_dir / SUMMARY_JSON
-        if not summary_path.exists():
+        if not (run_dir / SUMMARY_JSON).exists():
             unfinished.append(run_id)
             continue
-        meta = run_meta(run_id, config, json.loads(summary_path.read_text()))
-        frames.append(_with_meta(pd.read_csv(run_dir / METRICS_CSV), meta))
-    if no_metrics:
-        print(f"note: left out {len(no_metrics)} run folder(s) without metrics.csv: {', '.join(no_metrics)}", file=sys.stderr)
+        found.append((run_dir, config))
+    if incomplete:
+        print(f"note: left out {len(incomplete)} run folder(s) without {needs}: {', '.join(incomplete)}", file=sys.stderr)
     if unfinished:
         print(f"note: left out {len(unfinished)} unfinished run(s) (no summary.json yet): {', '.join(unfinished)}", file=sys.stderr)
+    return found
+
+
+def load_runs(root: str | Path) -> pd.DataFrame:
+    """All finished local training records below `root`, one per run (`finished_records` of kind `train` with a
+    `metrics.csv`)."""
+    root = Path(root)
+    frames = []
+    for run_dir, config in finished_records(root, "train", needs=METRICS_CSV):
+        meta = run_meta(run_dir.relative_to(root).as_posix(), config, json.loads((run_dir / SUMMARY_JSON).read_text()))
+        frames.append(_with_meta(pd.read_csv(run_dir / METRICS_CSV), meta))
     return _frame(frames)
 
 

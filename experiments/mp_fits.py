@@ -35,7 +35,7 @@ from experiments.errors import RunConfigError
 from experiments.validation import MP_FITS_RULES, check_config
 from rmt.mp import fit_spectra, fits_bema
 from rmt.p3 import budget_count, cycle_target, mp_budget
-from rmt.runfolder import CONFIG_YAML, SPECTRA_CSV, SUMMARY_JSON, atomic_write_bytes, read_config, run_kind
+from rmt.runfolder import CONFIG_YAML, SPECTRA_CSV, SUMMARY_JSON, RunFolder, atomic_write_bytes, read_config, run_kind
 
 FIT_COLUMNS = ["sigma2", "lambda_plus", "sigma_plus", "n_spikes", "bulk_fraction", "gof"]
 
@@ -48,11 +48,8 @@ def read_spectra(run_dir: Path) -> list[tuple[str, int, int, np.ndarray]]:
     if kind != "train":
         raise RunConfigError(f"{run_dir} holds a {kind or 'non-training'} run, not a training run: point to the run "
                              f"folder of `experiments.train`")
-    if not (run_dir / SPECTRA_CSV).exists():
-        raise FileNotFoundError(f"{run_dir} has no {SPECTRA_CSV}: the training run has not finished")
-    df = pd.read_csv(run_dir / SPECTRA_CSV, dtype={"layer": str})
-    return [(str(name), int(g["out"].iloc[0]), int(g["fan_in"].iloc[0]), g["singular_value"].to_numpy(np.float64))
-            for name, g in df.groupby("layer", sort=False)]
+    return [(name, out, fan_in, np.asarray(values, dtype=np.float64))
+            for name, out, fan_in, values in RunFolder(run_dir).read_spectra()]
 
 
 def null_spectra(out: int, fan_in: int, draws: int, seed: int) -> np.ndarray:

@@ -188,10 +188,11 @@ def select_lambda(cfg: DictConfig, initial: nn.Module, prob: Problem, penalty: s
     return best["lambda"], rows
 
 
-def arm_summary(cfg: DictConfig, model: nn.Module, prob: Problem, lam: float | None) -> dict:
+def arm_summary(cfg: DictConfig, model: nn.Module, prob: Problem, lam: float | None, spectrum: tuple[torch.Tensor, MPFit]) -> dict:
+    """One arm's test errors, excess risk, rank and MP fit; `spectrum` = `matrix_spectrum` of its learned matrix."""
     w = learned_matrix(model)
     m = w.shape[0]
-    s, fit = matrix_spectrum(cfg, w)
+    s, fit = spectrum
     return {"lambda": lam, "test_mse": mse(model, prob.test_x, prob.test_y), "test_mse_clean": mse(model, prob.test_x, prob.test_clean),
             "excess_risk": float((w - prob.ideal_t).pow(2).sum()) / m, "train_mse": mse(model, prob.train_x, prob.train_y),
             "relative_error": float((w - prob.ideal_t).norm() / prob.ideal_t.norm()), "rank": numerical_rank(s, w.shape),
@@ -218,9 +219,9 @@ def run(cfg: DictConfig) -> dict:
 
     spectra = [{"arm": "ideal", "index": i, "singular_value": float(s)}
                for i, s in enumerate(torch.linalg.svdvals(prob.ideal_t.double()).tolist())]
-    for arm, model in models.items():
-        spectra += [{"arm": arm, "index": i, "singular_value": float(s)}
-                    for i, s in enumerate(torch.linalg.svdvals(learned_matrix(model).double()).tolist())]
+    fitted = {arm: matrix_spectrum(cfg, learned_matrix(model)) for arm, model in models.items()}  # one SVD per arm
+    for arm, (values, _) in fitted.items():
+        spectra += [{"arm": arm, "index": i, "singular_value": float(v)} for i, v in enumerate(values.tolist())]
     ols = torch.linalg.lstsq(prob.train_x.double(), prob.train_y.double()).solution.T  # the none arm's limit
     ols_excess = float((ols - prob.ideal_t.double()).pow(2).sum()) / p.outputs
 
@@ -233,7 +234,7 @@ def run(cfg: DictConfig) -> dict:
         "settings": {"features": p.features, "outputs": p.outputs, "n_train": p.n_train, "n_test": p.n_test,
                      "modes": p.modes, "ideal_rank": int((ideal_fit > 1e-9 * ideal_fit[0]).sum()), "noise": p.noise,
                      "mix": p.mix, "epochs": cfg.train.epochs},
-        "arms": {arm: arm_summary(cfg, model, prob, lambdas[arm]) for arm, model in models.items()},
+        "arms": {arm: arm_summary(cfg, model, prob, lambdas[arm], fitted[arm]) for arm, model in models.items()},
         "ols_excess_risk": ols_excess, "noise_variance": p.noise**2,
         "wall_time_s": round(time.perf_counter() - start, 2),
     }

@@ -25,6 +25,9 @@ from urllib.parse import urlsplit
 from rmt.runfolder import ENV_JSON, RunFolder, atomic_write_text, run_kind
 
 
+SLURM_FIELDS = ("job_id", "array_job_id", "array_task_id", "restart_count", "job_partition", "job_nodelist")  # env.json
+
+
 def environment_info() -> dict[str, Any]:
     """Versions, git commit and device of the machine running the code; under SLURM also the job (array job and
     task ids, restart count after a requeue, partition, node)."""
@@ -55,9 +58,6 @@ def environment_info() -> dict[str, Any]:
         **({"slurm": {k: os.environ[f"SLURM_{k.upper()}"] for k in SLURM_FIELDS if f"SLURM_{k.upper()}" in os.environ}}
            if "SLURM_JOB_ID" in os.environ else {}),
     }
-
-
-SLURM_FIELDS = ("job_id", "array_job_id", "array_task_id", "restart_count", "job_partition", "job_nodelist")  # env.json
 
 
 def wandb_server() -> str:

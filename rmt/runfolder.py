@@ -310,6 +310,18 @@ class RunFolder:
         for name in (SUMMARY_JSON, SPECTRA_CSV):
             (self.dir / name).unlink(missing_ok=True)
 
+    def read_spectra(self) -> list[tuple[str, int, int, list[float]]]:
+        """(layer, out, fan_in, singular values) per layer of `spectra.csv` (the final model's spectra), in file order;
+        FileNotFoundError when the run has not written it (it does when it finishes)."""
+        path = self.dir / SPECTRA_CSV
+        if not path.exists():
+            raise FileNotFoundError(f"{self.dir} has no {SPECTRA_CSV} (written when a run finishes)")
+        layers: dict[str, tuple[int, int, list[float]]] = {}
+        for row in read_csv_rows(path)[1]:
+            entry = layers.setdefault(row["layer"], (int(row["out"]), int(row["fan_in"]), []))
+            entry[2].append(float(row["singular_value"]))
+        return [(name, out, fan_in, values) for name, (out, fan_in, values) in layers.items()]
+
     def write_spectra(self, rows: list[dict]) -> None:
         self._rewrite_csv(SPECTRA_CSV, rows)
 

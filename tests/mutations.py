@@ -93,8 +93,8 @@ MUTATIONS = [
     Mutation("sweeps into shared folders allowed", "experiments/sweeps.py",
              "        shared = colliding_jobs(config)\n", "        shared = []\n", "tests/test_runfolder.py -k shared_folders"),
     Mutation("unfinished runs counted as seeds", "analysis/runs.py",
-             "        if not summary_path.exists():\n            unfinished.append(run_id)\n            continue\n",
-             "        if not summary_path.exists():\n            unfinished.append(run_id)\n",
+             "        if not (run_dir / SUMMARY_JSON).exists():\n            unfinished.append(run_id)\n            continue\n",
+             "        if not (run_dir / SUMMARY_JSON).exists():\n            unfinished.append(run_id)\n",
              "tests/test_runfolder.py -k finished_distinct"),
 ]
 
