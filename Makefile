@@ -231,7 +231,8 @@ figures: install
 	$(PY) -m analysis esd --run $(R)/p3_vit_mp/quick/vit-s0 --name esd_p3_vit_demo $(ESD_P3) --out $(D)/quick
 	$(PY) -m analysis p4 --runs $(R)/p4_limit/quick --out $(D)/quick
 	$(PY) -m analysis p4 --runs $(R)/p4_limit/paper --out $(D)/paper
-	if [ -d $(R)/fig1/paper ]; then for f in fig1 fig1-train p1-fig2; do $(PY) -m analysis $$f --runs $(R)/fig1/paper --out $(D)/paper || exit 1; done; fi
+	if [ -d $(R)/fig1/paper ]; then for f in fig1 fig1-train; do $(PY) -m analysis $$f --runs $(R)/fig1/paper --out $(D)/paper || exit 1; done; fi
+	if [ -d $(R)/fig1/paper/fig1c-normal-s0 ]; then $(PY) -m analysis p1-fig2 --runs $(R)/fig1/paper --out $(D)/paper; fi
 	if [ -d $(R)/p1_fig3/paper ]; then for f in p1-fig3 p1-fig4; do $(PY) -m analysis $$f --runs $(R)/p1_fig3/paper --out $(D)/paper || exit 1; done; fi
 	if [ -d $(R)/p1_var/paper ]; then for f in p1-var p1-var-train; do $(PY) -m analysis $$f --runs $(R)/p1_var/paper --out $(D)/paper || exit 1; done; fi
 	if [ -d $(R)/p1_fmnist_ablation/paper ]; then for f in p1-ablation p1-ablation-train; do $(PY) -m analysis $$f --runs $(R)/p1_fmnist_ablation/paper --out $(D)/paper || exit 1; done; fi
