@@ -623,6 +623,11 @@ LIMIT_RULE = ("per net, |predicted p* − actual limit| (actual: the largest rat
               "reading of 'coincide very well'; all nets: **reproduced**; some: **partly**; none: **not reproduced**")
 
 
+def net_label(s: dict) -> str:
+    """'FC5 MNIST', 'FC12 Fashion': a p4_limit summary's net and dataset as the rows name them."""
+    return f"{s['net'].upper()} {s['dataset'].replace('fashion_mnist', 'Fashion').replace('mnist', 'MNIST')}"
+
+
 def p4_summaries(root: Path) -> list[tuple[Path, dict]]:
     found = sorted(p.parent for p in root.rglob(SUMMARY_JSON) if (p.parent / CURVE_CSV).exists()) if root.exists() else []
     return [(d, summary(d)) for d in found]
@@ -636,7 +641,7 @@ def limit_outcome(root: Path) -> Outcome:
     for _, s in runs:
         gap = s["predicted_limit"] - s["actual_limit_ge"]
         ok.append(abs(gap) <= 0.02)
-        cells.append(f"{s['net'].upper()} {s['dataset'].replace('fashion_mnist', 'Fashion').replace('mnist', 'MNIST')}: dense "
+        cells.append(f"{net_label(s)}: dense "
                      f"{pct(s['dense_test_acc'])} % → actual {s['actual_limit_ge']:.3f} / {s['actual_limit_gt']:.3f} (≥ / > dense), "
                      f"**predicted {s['predicted_limit']:.4f}** (acc {pct(s['acc_at_predicted'])} %), ε = {s['eps']:.2g}, "
                      f"λ_max = {s['lambda_max']:.3g}; MP view: bulk {100 * s['mp_bulk_fraction']:.0f} %, MP-implied ratio "
@@ -666,7 +671,7 @@ def curve_outcome(root: Path) -> Outcome:
         ok.append(drop <= 0.01 and falls)
         within = curve[curve["test_acc"] >= s["dense_test_acc"] - 0.005]["ratio"]
         chance = curve[curve["test_acc"] <= 0.115]["ratio"]
-        cells.append((f"{s['net'].upper()} {s['dataset'].replace('fashion_mnist', 'Fashion').replace('mnist', 'MNIST')}: largest drop "
+        cells.append((f"{net_label(s)}: largest drop "
                      f"below dense up to p* {100 * max(drop, 0):.2f} pp; within 0.5 pp of dense up to p = {within.max():.3f}; ")
                      + (f"chance (≤ 11.5 %) first at p = {chance.min():.3f}" if len(chance) else "never at chance (≤ 11.5 %)"))
     verdict = share(ok)
