@@ -9,8 +9,9 @@ per-batch training losses) -> the accuracy curve at p = i / ratio_steps (one sor
 restored after) and the actual limits (>= and > the dense accuracy) -> the Hessian density of the mean training
 loss w.r.t. the pruned weights by stochastic Lanczos quadrature -> the predicted limit p* = gw(R(p*)) -> the MP
 fit of every layer (bulk fraction, parameters the MP truncation keeps, the MP-pruned net's accuracy) -> records.
-`curve.csv` and `spectrum.csv` are reused when the run is repeated with the same settings (a crash loses at most
-one stage).
+`curve.csv` and `spectrum.csv` are reused when the run is repeated with the same settings, and the Lanczos stage
+commits its progress every `lanczos_commit_s` seconds: a crash loses at most that much of it (at least the product
+under way), or the accuracy curve.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +35,7 @@ from experiments.common import begin_record, evaluate, hydra_entry, load_source_
 from experiments.errors import RunConfigError
 from experiments.validation import P4_LIMIT_RULES, check_config
 from rmt.analyze import analyze
-from rmt.hessian import lanczos_spectrum, loss_hessian_operator
+from rmt.hessian import lanczos_spectrum, loss_hessian_operator, saved_lanczos_progress
 from rmt.limit import actual_limit, magnitude_pruned, predicted_limit, pruned_norm, sorted_magnitudes, width_ratio
 from rmt.models import linear_topology, output_layer_name
 from rmt.prune import count_parameters
@@ -46,10 +48,14 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def cached_stage(run_dir: Path, name: str, settings: dict, compute: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, bool, float]:
+def cached_stage(run_dir: Path, name: str, settings: dict,
+                 compute: Callable[[Path], tuple[pd.DataFrame, float | None]]) -> tuple[pd.DataFrame, bool, float]:
     """(frame, reused, seconds it took to compute): `run_dir/name` when an earlier run wrote it with the same
     `settings` and it still has the digest recorded for it in `stages.json` (a file cut by a kill does not), else
-    `compute()`, written there atomically."""
+    the frame of `compute(scratch)`, written there atomically.  `scratch` (`run_dir/.<name>.<settings key>.partial`)
+    is the stage's folder for resumable progress: a stage cut short finds it again, and it (with any such folder of
+    other settings) is removed once the stage is written.  `compute` also returns the seconds the stage took over
+    all its tries when it keeps them (else the wall time of this call counts)."""
     index_path = run_dir / STAGES_JSON
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -59,12 +65,15 @@ def cached_stage(run_dir: Path, name: str, settings: dict, compute: Callable[[],
         if entry.get("digest") == file_digest(path):
             return pd.read_csv(path), True, float(entry["seconds"])
         print(f"warning: {path} is not the file its stage wrote (cut by a kill?); computing it again", file=sys.stderr)
+    scratch = run_dir / f".{name}.{key}.partial"
     start = time.perf_counter()
-    frame = compute()
-    seconds = time.perf_counter() - start
+    frame, seconds = compute(scratch)
+    seconds = time.perf_counter() - start if seconds is None else seconds
     atomic_write_text(path, frame.to_csv(index=False))
     index[name] = {"key": key, "seconds": round(seconds, 2), "digest": file_digest(path)}
     atomic_write_text(index_path, json.dumps(index, indent=2))
+    for stale in run_dir.glob(f".{name}.*.partial"):  # this one, and any left by a try with other settings
+        shutil.rmtree(stale, ignore_errors=True)
     return frame, False, seconds
 
 
@@ -114,7 +123,7 @@ def run(cfg: DictConfig) -> dict:
     # Actual limit: accuracy at every p = i / ratio_steps, weights pruned in place (no model copies).
     ratios = [i / cfg.ratio_steps for i in range(cfg.ratio_steps)]
 
-    def sweep() -> pd.DataFrame:
+    def sweep(_scratch: Path) -> tuple[pd.DataFrame, None]:  # fast enough to redo whole
         rows = []
         bar = tqdm(total=len(ratios), desc="magnitude sweep", unit="ratio", disable=not progress)
         for p in magnitude_pruned(weights, ratios):
@@ -122,7 +131,7 @@ def run(cfg: DictConfig) -> dict:
             rows.append({"ratio": p, "test_acc": acc, "test_loss": loss})
             bar.update(1)
         bar.close()
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows), None
 
     curve, curve_reused, sweep_s = cached_stage(record.dir, CURVE_CSV, {**source_settings, "ratios": cfg.ratio_steps,
                                                     "test_subset": config["effective"]["test_subset"]}, sweep)
@@ -130,19 +139,24 @@ def run(cfg: DictConfig) -> dict:
     # Hessian density of the mean training loss w.r.t. the pruned weights (or all parameters), by SLQ.
     names = list(weights) if cfg.hessian_params == "weights" else [n for n, _ in model.named_parameters()]
 
-    def spectrum() -> pd.DataFrame:
+    def spectrum(scratch: Path) -> tuple[pd.DataFrame, float]:
         matvec, dim = loss_hessian_operator(model, lambda: data.train.batches(int(cfg.lanczos.batch_size)), params=names)
-        bar = tqdm(total=cfg.lanczos.steps * cfg.lanczos.probes, desc="Lanczos (Hessian-vector products)", unit="hvp",
-                   disable=not progress)
+        saved, saved_s = saved_lanczos_progress(scratch)
+        if saved:
+            print(f"resuming the Lanczos stage after {saved} saved Hessian-vector products ({saved_s:.0f} s; {scratch})",
+                  file=sys.stderr)
+        bar = tqdm(total=cfg.lanczos.steps * cfg.lanczos.probes, initial=saved, desc="Lanczos (Hessian-vector products)",
+                   unit="hvp", disable=not progress)
 
         def counted(v: torch.Tensor) -> torch.Tensor:
             bar.update(1)
             return matvec(v)
 
         nodes, node_weights = lanczos_spectrum(counted, dim, steps=cfg.lanczos.steps, probes=cfg.lanczos.probes,
-                                               seed=cfg.lanczos.seed, device=device)
+                                               seed=cfg.lanczos.seed, device=device, checkpoint_dir=scratch,
+                                               checkpoint_every_s=float(cfg.lanczos_commit_s))
         bar.close()
-        return pd.DataFrame({"eigenvalue": nodes.numpy(), "weight": node_weights.numpy()})
+        return pd.DataFrame({"eigenvalue": nodes.numpy(), "weight": node_weights.numpy()}), saved_lanczos_progress(scratch)[1]
 
     spec_frame, spectrum_reused, slq_s = cached_stage(record.dir, SPECTRUM_CSV, {**source_settings, **OmegaConf.to_container(cfg.lanczos),
                                                            "params": cfg.hessian_params,

@@ -99,7 +99,7 @@ P4_LIMIT_RULES = (
     *COMMON_RULES, Rule("ratio_steps", int, 2),
     Rule("eval_batch_size", int, 1), Rule("loss_batch_size", int, 1, optional=True),
     Rule("lanczos.steps", int, 1), Rule("lanczos.probes", int, 1), Rule("lanczos.seed", int, 0),
-    Rule("lanczos.batch_size", int, 1), *mp_fit_rules("mp."),
+    Rule("lanczos.batch_size", int, 1), Rule("lanczos_commit_s", float, 0), *mp_fit_rules("mp."),
     Rule("mp.gof_threshold", float, 0, above=True), Rule("hessian_params", str, choices=("weights", "all")),
 )
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from rmt.hessian import lanczos_spectrum, lanczos_tridiagonal, loss_hessian_operator
+from rmt.hessian import (LanczosCheckpoint, lanczos_spectrum, lanczos_tridiagonal, loss_hessian_operator,
+                         saved_lanczos_progress)
 from tolerance import lanczos_atol, moment_atol, product_atol
 
 
@@ -85,6 +86,102 @@ def test_bad_arguments_are_refused():
         lanczos_spectrum(lambda v: v[:2], 3, steps=2)
     with pytest.raises(ValueError, match="steps"):
         lanczos_spectrum(lambda v: v, 3, steps=0)
+
+
+class Killed(Exception):
+    """Stands for a kill of the process in the middle of a Lanczos run."""
+
+
+def killed_after(matvec, products: int):
+    """`matvec` that raises Killed on its call number `products + 1`."""
+    calls = [0]
+
+    def wrapped(v: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] > products:
+            raise Killed
+        return matvec(v)
+
+    return wrapped, calls
+
+
+@pytest.mark.parametrize("kills", [[1], [7], [3, 4, 11], [19]])
+def test_a_killed_run_resumes_from_its_checkpoint_to_bitwise_the_same_coefficients(tmp_path, kills):
+    a = planted(torch.cat([torch.linspace(0.1, 2.0, 60), torch.tensor([9.0])]).double(), seed=2)
+    start = torch.ones(61, dtype=torch.float64) / 61**0.5
+    alpha, beta = lanczos_tridiagonal(lambda v: a @ v, start, steps=20)
+    done = 0
+    for products in kills:  # each try is killed after `products` further products; the saved steps are not redone
+        wrapped, calls = killed_after(lambda v: a @ v, products)
+        with pytest.raises(Killed):
+            lanczos_tridiagonal(wrapped, start, steps=20, checkpoint=LanczosCheckpoint(tmp_path, every_s=0))
+        done += products
+        assert LanczosCheckpoint(tmp_path).saved()["rows"] == done + 1
+    wrapped, calls = killed_after(lambda v: a @ v, 10**6)
+    resumed = lanczos_tridiagonal(wrapped, start, steps=20, checkpoint=LanczosCheckpoint(tmp_path, every_s=0))
+    assert calls[0] == 20 - done
+    assert torch.equal(resumed[0], alpha) and torch.equal(resumed[1], beta)
+    # A finished run is read back without a single product.
+    again = lanczos_tridiagonal(killed_after(lambda v: a @ v, 0)[0], start, steps=20, checkpoint=LanczosCheckpoint(tmp_path, every_s=0))
+    assert torch.equal(again[0], alpha) and torch.equal(again[1], beta)
+
+
+def test_coefficients_are_committed_at_the_interval_and_at_the_end(tmp_path):
+    a = planted(torch.linspace(1.0, 3.0, 30).double())
+    start = torch.ones(30, dtype=torch.float64) / 30**0.5
+    alpha, beta = lanczos_tridiagonal(lambda v: a @ v, start, steps=12)
+    wrapped, _ = killed_after(lambda v: a @ v, 7)
+    with pytest.raises(Killed):  # killed before the first commit is due: nothing counts as saved
+        lanczos_tridiagonal(wrapped, start, steps=12, checkpoint=LanczosCheckpoint(tmp_path, every_s=3600))
+    assert LanczosCheckpoint(tmp_path).saved()["rows"] == 0
+    wrapped, calls = killed_after(lambda v: a @ v, 10**6)
+    resumed = lanczos_tridiagonal(wrapped, start, steps=12, checkpoint=LanczosCheckpoint(tmp_path, every_s=3600))
+    assert calls[0] == 12 and torch.equal(resumed[0], alpha) and torch.equal(resumed[1], beta)
+    assert LanczosCheckpoint(tmp_path).saved()["ended"]  # the end is always committed
+
+
+def test_a_kill_between_a_row_and_its_coefficients_redoes_that_step(tmp_path):
+    a = planted(torch.linspace(1.0, 3.0, 30).double())
+    start = torch.ones(30, dtype=torch.float64) / 30**0.5
+    alpha, beta = lanczos_tridiagonal(lambda v: a @ v, start, steps=12)
+    checkpoint = LanczosCheckpoint(tmp_path, every_s=0)
+
+    class KilledBeforeCoefficients(LanczosCheckpoint):
+        def write_coefficients(self, dim, rows, alphas, betas, ended, seconds):
+            if rows == 6:
+                raise Killed  # row 5 is on disk, the coefficients still count 5 rows
+            super().write_coefficients(dim, rows, alphas, betas, ended, seconds)
+
+    with pytest.raises(Killed):
+        lanczos_tridiagonal(lambda v: a @ v, start, steps=12, checkpoint=KilledBeforeCoefficients(tmp_path, every_s=0))
+    assert checkpoint.saved()["rows"] == 5
+    resumed = lanczos_tridiagonal(lambda v: a @ v, start, steps=12, checkpoint=checkpoint)
+    assert torch.equal(resumed[0], alpha) and torch.equal(resumed[1], beta)
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    a = planted(torch.linspace(1.0, 3.0, 30).double())
+    start = torch.ones(30, dtype=torch.float64) / 30**0.5
+    lanczos_tridiagonal(lambda v: a @ v, start, steps=5, checkpoint=LanczosCheckpoint(tmp_path, every_s=0))
+    with pytest.raises(ValueError, match="another start vector"):
+        lanczos_tridiagonal(lambda v: a @ v, -start, steps=5, checkpoint=LanczosCheckpoint(tmp_path, every_s=0))
+    with pytest.raises(ValueError, match="another size"):
+        lanczos_tridiagonal(lambda v: a[:20, :20] @ v, start[:20] * (30 / 20) ** 0.5, steps=5,
+                            checkpoint=LanczosCheckpoint(tmp_path, every_s=0))
+
+
+def test_spectrum_with_a_checkpoint_folder_resumes_each_probe(tmp_path):
+    a = planted(torch.linspace(0.5, 4.0, 40).double(), seed=8)
+    plain = lanczos_spectrum(lambda v: a @ v, 40, steps=10, probes=3, seed=4)
+    wrapped, _ = killed_after(lambda v: a @ v, 14)  # the second probe is killed at its 5th product
+    with pytest.raises(Killed):
+        lanczos_spectrum(wrapped, 40, steps=10, probes=3, seed=4, checkpoint_dir=tmp_path, checkpoint_every_s=0)
+    steps, seconds = saved_lanczos_progress(tmp_path)
+    assert steps == 14 and seconds > 0
+    wrapped, calls = killed_after(lambda v: a @ v, 10**6)
+    resumed = lanczos_spectrum(wrapped, 40, steps=10, probes=3, seed=4, checkpoint_dir=tmp_path, checkpoint_every_s=0)
+    assert calls[0] == 30 - 14
+    assert torch.equal(resumed[0], plain[0]) and torch.equal(resumed[1], plain[1])
 
 
 def small_mlp_problem(dtype=torch.float64):

@@ -80,6 +80,35 @@ def test_p4_limit_pipeline_records_figure_and_reuse(trained_fc5, tmp_path):
     assert (out / "p4_limit.png").stat().st_size > 1000 and (out / "p4_limit_table.md").exists()
 
 
+def test_a_run_killed_in_the_lanczos_stage_resumes_after_its_last_product(trained_fc5, monkeypatch):
+    runs, data_root = trained_fc5
+    reference = p4_limit.run(limit_cfg(runs, data_root, "ratio_steps=20", "run_name=reference"))
+    cfg = limit_cfg(runs, data_root, "ratio_steps=20", "lanczos_commit_s=0")  # every step made durable
+    real_operator, products = p4_limit.loss_hessian_operator, []
+
+    def killed_after_ten(*args, **kwargs):
+        matvec, dim = real_operator(*args, **kwargs)
+
+        def dying(v):
+            if len(products) == 10:
+                raise KeyboardInterrupt  # stands for the kill
+            products.append(1)
+            return matvec(v)
+        return dying, dim
+
+    monkeypatch.setattr(p4_limit, "loss_hessian_operator", killed_after_ten)
+    with pytest.raises(KeyboardInterrupt):
+        p4_limit.run(cfg)
+    monkeypatch.undo()
+    run_dir = Path(cfg.run_dir)
+    assert len(list(run_dir.glob(".spectrum.csv.*.partial"))) == 1 and not (run_dir / "summary.json").exists()
+    resumed = p4_limit.run(cfg)
+    assert resumed["reused_stages"] == ["curve.csv"] and resumed["hvps"] == 24 and resumed["slq_s"] > 0
+    assert (run_dir / "spectrum.csv").read_bytes() == (run_dir.parent / "reference" / "spectrum.csv").read_bytes()
+    assert resumed["predicted_limit"] == reference["predicted_limit"]
+    assert not list(run_dir.glob(".*.partial"))  # the stage's progress folder goes once the stage is written
+
+
 def test_all_parameters_hessian_and_bad_settings(trained_fc5):
     runs, data_root = trained_fc5
     summary = p4_limit.run(limit_cfg(runs, data_root, "hessian_params=all", "ratio_steps=10", "lanczos.steps=4"))
