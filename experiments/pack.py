@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import io
 import itertools
 import json
 import os
@@ -298,7 +299,7 @@ def archive(groups: dict[str, list[Unit]], runs_dir: Path, out: Path, manifest: 
             info = json.dumps({**manifest, "group": name, "records": [u.record for u in done]}, indent=1).encode()
             entry = tarfile.TarInfo("manifest.json")
             entry.size, entry.mtime = len(info), int(time.time())
-            tar.addfile(entry, __import__("io").BytesIO(info))
+            tar.addfile(entry, io.BytesIO(info))
             for u in done:
                 tar.add(runs_dir / u.record, arcname=u.record,
                         filter=lambda ti: None if ti.name.endswith((".pt", ".tmp", LOCK_FILE)) or "/checkpoints" in ti.name else ti)
