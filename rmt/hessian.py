@@ -56,13 +56,13 @@ class LanczosCheckpoint:
         return json.loads(path.read_text()) if path.exists() else {"dim": 0, "rows": 0, "alphas": [], "betas": [],
                                                                     "ended": False, "seconds": 0.0}
 
-    def restore(self, basis: torch.Tensor) -> tuple[list[float], list[float], bool]:
+    def restore(self, basis: torch.Tensor) -> tuple[list[float], list[float], bool, float]:
         """Fill the first saved rows of `basis` (whose row 0 is the start vector) and return (alphas, betas,
-        ended).  A checkpoint of another start vector or dimension is refused."""
+        ended, seconds).  A checkpoint of another start vector or dimension is refused."""
         state = self.saved()
         rows = state["rows"]
         if rows == 0:
-            return [], [], False
+            return [], [], False, 0.0
         dim = basis.shape[1]
         path = self.folder / self.BASIS
         if state["dim"] != dim or rows > basis.shape[0] or not path.exists() or path.stat().st_size < rows * dim * 8:
@@ -76,7 +76,8 @@ class LanczosCheckpoint:
                     raise ValueError(f"{self.folder} holds a Lanczos run from another start vector; remove it to "
                                      "start again")
                 basis[i] = row
-        return [float(a) for a in state["alphas"]], [float(b) for b in state["betas"]], bool(state["ended"])
+        return ([float(a) for a in state["alphas"]], [float(b) for b in state["betas"]], bool(state["ended"]),
+                float(state["seconds"]))
 
     def write_row(self, j: int, row: torch.Tensor) -> None:
         """Write basis row `j` (float64) at its place in the basis file (durable at the next commit)."""
@@ -109,7 +110,7 @@ def lanczos_tridiagonal(matvec: Matvec, start: torch.Tensor, steps: int,
                         checkpoint: LanczosCheckpoint | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(alpha, beta) of the Lanczos tridiagonal matrix from a unit `start` vector: `len(alpha) <= steps`
     diagonal entries and `len(alpha) - 1` off-diagonal ones.  Stops early on breakdown (beta ~ 0).  With a
-    `checkpoint`, every step is saved there and a run of the same start vector resumes after its last saved step."""
+    `checkpoint`, the progress is committed there and a run of the same start vector resumes after its last commit."""
     dim = start.numel()
     basis = torch.empty((min(steps, dim), dim), dtype=torch.float64, device=start.device)
     basis[0] = start
@@ -117,8 +118,7 @@ def lanczos_tridiagonal(matvec: Matvec, start: torch.Tensor, steps: int,
     betas: list[float] = []
     seconds = 0.0
     if checkpoint is not None:
-        seconds = float(checkpoint.saved()["seconds"])
-        alphas, betas, ended = checkpoint.restore(basis)
+        alphas, betas, ended, seconds = checkpoint.restore(basis)
         if ended:
             return torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64)
         if not alphas:
